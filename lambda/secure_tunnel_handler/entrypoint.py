@@ -1,0 +1,102 @@
+"""Lambda entry point: ``secure_tunnel_handler.entrypoint.handler``.
+
+crhelper sends the response to CloudFormation. Its defaults are unsafe or slow here, so:
+its log level is INFO (DEBUG logs whole events and responses), botocore logs only errors
+(its DEBUG output contains response bodies, tokens included), and Delete does not sleep 120 s.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from crhelper import CfnResource
+
+from .errors import HandlerError, explain
+from .lifecycle import Outcome, TunnelResource
+from .redaction import REDACTOR
+from .retries import Retrier
+from .token_secrets import TokenSecrets
+from .tunnels import TunnelService
+
+logger = logging.getLogger(__name__)
+
+# Time kept back from the Lambda timeout for clean-up and the response to CloudFormation.
+SAFETY_MARGIN_SECONDS = 20.0
+# Each client makes one attempt per call; retries.Retrier decides what to retry.
+CLIENT_CONFIG = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=20)
+
+helper = CfnResource(
+    json_logging=False,
+    log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+    boto_level="ERROR",
+    sleep_on_delete=0,
+)
+
+
+@cache
+def _clients() -> tuple[Any, Any]:
+    session = boto3.session.Session()
+    return (
+        session.client("iotsecuretunneling", config=CLIENT_CONFIG),
+        session.client("secretsmanager", config=CLIENT_CONFIG),
+    )
+
+
+def _resource(context: Any, pool: ThreadPoolExecutor) -> TunnelResource:
+    owner = os.environ.get("TUNNEL_OWNER")
+    if not owner:
+        raise HandlerError("The handler is misconfigured: environment variable TUNNEL_OWNER is not set")
+    remaining = context.get_remaining_time_in_millis() / 1000.0
+    retrier = Retrier(deadline=time.monotonic() + remaining - SAFETY_MARGIN_SECONDS)
+    tunnels_client, secrets_client = _clients()
+    region = tunnels_client.meta.region_name
+    tunnels = TunnelService(tunnels_client, retrier, owner, now=lambda: datetime.now(UTC))
+    return TunnelResource(tunnels, TokenSecrets(secrets_client, retrier, region, pool), pool)
+
+
+def _run(action: str, event: dict[str, Any], context: Any) -> str | None:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        try:
+            resource = _resource(context, pool)
+            result: Outcome | None = getattr(resource, action)(event)
+        except HandlerError as exc:
+            if exc.physical_id:
+                helper.PhysicalResourceId = exc.physical_id
+            raise
+        except Exception as exc:
+            logger.exception("%s failed", action)
+            raise explain(action.capitalize(), exc) from exc
+    if result is None:
+        return None
+    helper.Data.update(result.data)
+    return result.physical_id
+
+
+@helper.create
+def _create(event: dict[str, Any], context: Any) -> str | None:
+    return _run("create", event, context)
+
+
+@helper.update
+def _update(event: dict[str, Any], context: Any) -> str | None:
+    return _run("update", event, context)
+
+
+@helper.delete
+def _delete(event: dict[str, Any], context: Any) -> str | None:
+    return _run("delete", event, context)
+
+
+def handler(event: dict[str, Any], context: Any) -> None:
+    """Serve one CloudFormation custom resource event."""
+    REDACTOR.forget_all()
+    REDACTOR.install(logging.getLogger())
+    helper(event, context)

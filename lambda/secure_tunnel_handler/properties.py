@@ -1,0 +1,221 @@
+"""Parsing and validation of the ``Custom::IoTSecureTunnel`` resource properties.
+
+CloudFormation delivers every scalar as a string (``"720"``), so numbers are parsed here.
+Limits are those of the IoT Secure Tunneling API (botocore model ``iotsecuretunneling``).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+OWNER_TAG = "iot-secure-tunnel:owner"
+REQUEST_TAG = "iot-secure-tunnel:request-id"
+RESERVED_TAG_PREFIXES = ("aws:", "iot-secure-tunnel:")
+# The API takes at most 200 tags; the handler adds its two own.
+MAX_USER_TAGS = 198
+MAX_SERVICES = 3
+DEFAULT_LIFETIME_MINUTES = 720
+
+NAME_RE = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
+SECRET_ARN_RE = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+")
+DIGITS_RE = re.compile(r"\d{1,6}")
+_TAG_PUNCTUATION = set("_.:/=+-@")
+
+KNOWN_PROPERTIES = {
+    "ServiceToken",
+    "ServiceTimeout",
+    "DestinationConfig",
+    "Description",
+    "Tags",
+    "TimeoutConfig",
+    "SourceAccessTokenSecretArn",
+    "DestinationAccessTokenSecretArn",
+    "RotationTrigger",
+}
+
+
+class InvalidProperties(ValueError):
+    """The template's properties are invalid; the message lists each problem."""
+
+
+@dataclass(frozen=True)
+class TunnelSpec:
+    """What a ``Custom::IoTSecureTunnel`` resource asks for, validated."""
+
+    thing_name: str
+    services: tuple[str, ...]
+    description: str | None
+    tags: tuple[tuple[str, str], ...]
+    max_lifetime_minutes: int
+    source_secret_arn: str
+    destination_secret_arn: str | None
+    rotation_trigger: str | None
+
+    @property
+    def secret_arns(self) -> tuple[str, ...]:
+        """The secrets this resource writes, source first."""
+        return tuple(a for a in (self.source_secret_arn, self.destination_secret_arn) if a)
+
+
+def parse_properties(raw: Mapping[str, Any]) -> TunnelSpec:
+    """Validate raw resource properties; raise InvalidProperties naming every bad property."""
+    problems: list[str] = []
+    if not isinstance(raw, Mapping):
+        raise InvalidProperties("Invalid properties: expected an object")
+    unknown = sorted(set(raw) - KNOWN_PROPERTIES)
+    if unknown:
+        problems.append(f"unknown properties {', '.join(unknown)}")
+    thing, services = _destination(raw.get("DestinationConfig"), problems)
+    spec = TunnelSpec(
+        thing_name=thing,
+        services=services,
+        description=_description(raw.get("Description"), problems),
+        tags=_tags(raw.get("Tags"), problems),
+        max_lifetime_minutes=_lifetime(raw.get("TimeoutConfig"), problems),
+        source_secret_arn=_secret_arn(
+            raw.get("SourceAccessTokenSecretArn"), "SourceAccessTokenSecretArn", problems
+        )
+        or "",
+        destination_secret_arn=_optional_secret_arn(raw.get("DestinationAccessTokenSecretArn"), problems),
+        rotation_trigger=_optional_scalar(raw.get("RotationTrigger"), "RotationTrigger", problems),
+    )
+    if spec.destination_secret_arn and spec.destination_secret_arn == spec.source_secret_arn:
+        problems.append("DestinationAccessTokenSecretArn must differ from SourceAccessTokenSecretArn")
+    if problems:
+        raise InvalidProperties(_summary(problems))
+    return spec
+
+
+def secret_arns_of(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    """The well-formed secret ARNs in possibly invalid properties (used on Delete)."""
+    if not isinstance(raw, Mapping):
+        return ()
+    keys = ("SourceAccessTokenSecretArn", "DestinationAccessTokenSecretArn")
+    return tuple(v for k in keys if isinstance(v := raw.get(k), str) and SECRET_ARN_RE.fullmatch(v))
+
+
+def _summary(problems: Sequence[str]) -> str:
+    # As many problems as fit in a CloudFormation reason (the first one always does).
+    shown = [problems[0]]
+    for problem in problems[1:]:
+        if len("; ".join([*shown, problem])) > 180:
+            break
+        shown.append(problem)
+    more = f" (and {len(problems) - len(shown)} more)" if len(problems) > len(shown) else ""
+    return f"Invalid properties: {'; '.join(shown)}{more}. Nothing was changed."
+
+
+def _destination(value: Any, problems: list[str]) -> tuple[str, tuple[str, ...]]:
+    if not isinstance(value, Mapping):
+        problems.append("DestinationConfig is required: {ThingName, Services}")
+        return "", ()
+    unknown = sorted(set(value) - {"ThingName", "Services"})
+    if unknown:
+        problems.append(f"unknown properties DestinationConfig.{', DestinationConfig.'.join(unknown)}")
+    thing = value.get("ThingName")
+    if not isinstance(thing, str) or not NAME_RE.fullmatch(thing):
+        problems.append("DestinationConfig.ThingName must be 1-128 characters of [a-zA-Z0-9:_-]")
+        thing = ""
+    return thing, _services(value.get("Services"), problems)
+
+
+def _services(value: Any, problems: list[str]) -> tuple[str, ...]:
+    allowed = f"1 to {MAX_SERVICES} unique names of 1-128 characters [a-zA-Z0-9:_-]"
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_SERVICES:
+        problems.append(f"DestinationConfig.Services must be a list of {allowed}")
+        return ()
+    if not all(isinstance(s, str) and NAME_RE.fullmatch(s) for s in value) or len(set(value)) != len(value):
+        problems.append(f"DestinationConfig.Services must be {allowed}")
+        return ()
+    return tuple(value)
+
+
+def _description(value: Any, problems: list[str]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= 2048 or _has_control_character(value):
+        problems.append("Description must be 1-2048 characters with no control characters")
+        return None
+    return value
+
+
+def _has_control_character(text: str) -> bool:
+    return any(unicodedata.category(ch).startswith("C") for ch in text)
+
+
+def _tags(value: Any, problems: list[str]) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_USER_TAGS:
+        problems.append(f"Tags must be a list of at most {MAX_USER_TAGS} {{Key, Value}} objects")
+        return ()
+    tags: list[tuple[str, str]] = []
+    for index, tag in enumerate(value):
+        problem = _tag_problem(tag)
+        if problem:
+            problems.append(f"Tags[{index}] {problem}")
+        else:
+            tags.append((tag["Key"], tag["Value"]))
+    if len({k for k, _ in tags}) != len(tags):
+        problems.append("Tags must not repeat a Key")
+    return tuple(tags)
+
+
+def _tag_problem(tag: Any) -> str | None:
+    if not isinstance(tag, Mapping) or set(tag) != {"Key", "Value"}:
+        return "must be an object with exactly Key and Value"
+    key, val = tag["Key"], tag["Value"]
+    if not isinstance(key, str) or not 1 <= len(key) <= 128 or not _is_tag_text(key):
+        return "Key must be 1-128 letters, digits, spaces or _.:/=+-@"
+    if key.lower().startswith(RESERVED_TAG_PREFIXES):
+        return f"Key must not start with {' or '.join(RESERVED_TAG_PREFIXES)} (reserved)"
+    if not isinstance(val, str) or len(val) > 256 or not _is_tag_text(val):
+        return "Value must be 0-256 letters, digits, spaces or _.:/=+-@"
+    return None
+
+
+def _is_tag_text(text: str) -> bool:
+    # The API's pattern is [\p{L}\p{Z}\p{N}_.:/=+\-@]*; Python's re has no \p classes.
+    return all(ch in _TAG_PUNCTUATION or unicodedata.category(ch)[0] in "LZN" for ch in text)
+
+
+def _lifetime(value: Any, problems: list[str]) -> int:
+    if value is None:
+        return DEFAULT_LIFETIME_MINUTES
+    if not isinstance(value, Mapping) or set(value) - {"MaxLifetimeTimeoutMinutes"}:
+        problems.append("TimeoutConfig must be an object with only MaxLifetimeTimeoutMinutes")
+        return DEFAULT_LIFETIME_MINUTES
+    minutes = value.get("MaxLifetimeTimeoutMinutes", str(DEFAULT_LIFETIME_MINUTES))
+    # CloudFormation sends "720"; a template author testing the handler directly may send 720.
+    if isinstance(minutes, int) and not isinstance(minutes, bool):
+        minutes = str(minutes)
+    if not isinstance(minutes, str) or not DIGITS_RE.fullmatch(minutes) or not 1 <= int(minutes) <= 720:
+        problems.append("TimeoutConfig.MaxLifetimeTimeoutMinutes must be a whole number from 1 to 720")
+        return DEFAULT_LIFETIME_MINUTES
+    return int(minutes)
+
+
+def _secret_arn(value: Any, name: str, problems: list[str]) -> str | None:
+    if not isinstance(value, str) or not SECRET_ARN_RE.fullmatch(value):
+        problems.append(f"{name} must be the ARN of a Secrets Manager secret (arn:aws:secretsmanager:...)")
+        return None
+    return value
+
+
+def _optional_secret_arn(value: Any, problems: list[str]) -> str | None:
+    if value is None or value == "":
+        return None
+    return _secret_arn(value, "DestinationAccessTokenSecretArn", problems)
+
+
+def _optional_scalar(value: Any, name: str, problems: list[str]) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        problems.append(f"{name} must be a string")
+        return None
+    return str(value)

@@ -1,0 +1,152 @@
+"""Writing a tunnel's tokens into the resource's Secrets Manager secrets, and undoing it.
+
+Each secret holds one JSON object: tunnelId, tunnelArn, clientMode, accessToken, region,
+thingName, services, expiresAt. Secrets Manager keeps the previous version (AWSPREVIOUS),
+which is how a write is undone and how a rolled-back replacement gets its old tokens back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import error_code
+from .properties import TunnelSpec
+from .retries import Retrier
+from .tunnels import IssuedTunnel
+
+logger = logging.getLogger(__name__)
+
+CURRENT = "AWSCURRENT"
+PREVIOUS = "AWSPREVIOUS"
+# A deleted or scheduled-for-deletion secret has nothing left to restore.
+GONE_CODES = frozenset({"ResourceNotFoundException", "InvalidRequestException"})
+
+
+class PartialWriteError(Exception):
+    """Some secrets could not be written; the ``written`` ones hold the new tokens."""
+
+    def __init__(self, cause: BaseException, written: dict[str, str]) -> None:
+        super().__init__(f"writing the token secrets failed ({type(cause).__name__})")
+        self.cause = cause
+        #: secret ARN -> version id of the versions that were written.
+        self.written = written
+
+
+@dataclass(frozen=True)
+class StoredTunnel:
+    """Which tunnel a secret version holds tokens for."""
+
+    tunnel_id: str | None
+    version_id: str | None
+
+
+def secret_value(spec: TunnelSpec, tunnel: IssuedTunnel, mode: str, region: str) -> str:
+    """The JSON document stored in a token secret (``mode``: source or destination)."""
+    token = tunnel.tokens.source if mode == "source" else tunnel.tokens.destination
+    return json.dumps(
+        {
+            "tunnelId": tunnel.tunnel_id,
+            "tunnelArn": tunnel.tunnel_arn,
+            "clientMode": mode,
+            "accessToken": token,
+            "region": region,
+            "thingName": spec.thing_name,
+            "services": list(spec.services),
+            "expiresAt": tunnel.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    )
+
+
+class TokenSecrets:
+    """The Secrets Manager side of the handler."""
+
+    def __init__(self, client: Any, retrier: Retrier, region: str, pool: ThreadPoolExecutor) -> None:
+        self._client = client
+        self._retrier = retrier
+        self._region = region
+        self._pool = pool
+
+    def write(self, spec: TunnelSpec, tunnel: IssuedTunnel) -> None:
+        """Write both secrets concurrently; raise PartialWriteError naming what was written."""
+        targets = [(spec.source_secret_arn, "source")]
+        if spec.destination_secret_arn:
+            targets.append((spec.destination_secret_arn, "destination"))
+        futures = {
+            arn: self._pool.submit(self._put, arn, secret_value(spec, tunnel, mode, self._region))
+            for arn, mode in targets
+        }
+        written, failure = {}, None
+        for arn, future in futures.items():
+            try:
+                written[arn] = future.result()
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise PartialWriteError(failure, written)
+
+    def undo(self, written: dict[str, str]) -> None:
+        """Make the version before each written one current again."""
+        for arn, version_id in written.items():
+            previous = self.stored(arn, PREVIOUS)
+            if previous.version_id and previous.version_id != version_id:
+                self._move_current(arn, previous.version_id, version_id)
+
+    def stored(self, arn: str, stage: str) -> StoredTunnel:
+        """The tunnel id held by the secret's version at ``stage`` (None if none or unreadable JSON)."""
+        try:
+            response = self._retrier.call(
+                lambda: self._client.get_secret_value(SecretId=arn, VersionStage=stage)
+            )
+        except Exception as exc:
+            if error_code(exc) in GONE_CODES:
+                return StoredTunnel(None, None)
+            raise
+        return StoredTunnel(_tunnel_id_in(response.get("SecretString")), response.get("VersionId"))
+
+    def restore_previous(self, arn: str, closed_tunnel_id: str, is_open: Callable[[str], bool]) -> bool:
+        """If the secret holds tokens of ``closed_tunnel_id`` and its previous version holds an
+        OPEN tunnel's, make that version current (a replacement that CloudFormation rolled back)."""
+        current = self.stored(arn, CURRENT)
+        if current.tunnel_id != closed_tunnel_id or current.version_id is None:
+            return False
+        previous = self.stored(arn, PREVIOUS)
+        if previous.tunnel_id in (None, closed_tunnel_id) or previous.version_id is None:
+            return False
+        if not is_open(str(previous.tunnel_id)):
+            return False
+        self._move_current(arn, previous.version_id, current.version_id)
+        logger.info("Secret %s holds tokens of tunnel %s again", arn, previous.tunnel_id)
+        return True
+
+    def _put(self, arn: str, value: str) -> str:
+        # One idempotency token for all retries: a retried write never adds a second version.
+        token = str(uuid.uuid4())
+        response = self._retrier.call(
+            lambda: self._client.put_secret_value(SecretId=arn, SecretString=value, ClientRequestToken=token)
+        )
+        return str(response["VersionId"])
+
+    def _move_current(self, arn: str, to_version: str, from_version: str) -> None:
+        self._retrier.call(
+            lambda: self._client.update_secret_version_stage(
+                SecretId=arn,
+                VersionStage=CURRENT,
+                MoveToVersionId=to_version,
+                RemoveFromVersionId=from_version,
+            )
+        )
+
+
+def _tunnel_id_in(secret_string: str | None) -> str | None:
+    try:
+        document = json.loads(secret_string or "")
+    except ValueError:
+        return None
+    tunnel_id = document.get("tunnelId") if isinstance(document, dict) else None
+    return tunnel_id if isinstance(tunnel_id, str) else None

@@ -1,0 +1,1 @@
+"""Tests of the IoT Secure Tunnel custom resource and construct."""

@@ -1,0 +1,221 @@
+"""Create: the tunnel opens, both secrets get its tokens, and nothing is left open on failure."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.conftest import tunnel_id_of
+from tests.rig.harness import OWNER, THING, Handler, Rig
+
+SECRET_FIELDS = (
+    "tunnelId",
+    "tunnelArn",
+    "clientMode",
+    "accessToken",
+    "region",
+    "thingName",
+    "services",
+    "expiresAt",
+)
+
+
+def test_create_opens_a_tunnel_and_writes_both_secrets(rig: Rig, handler: Handler) -> None:
+    props = rig.properties(
+        Description="maintenance access",
+        Tags=[{"Key": "team", "Value": "field-ops"}],
+        TimeoutConfig={"MaxLifetimeTimeoutMinutes": "30"},
+        DestinationConfig={"ThingName": THING, "Services": ["SSH", "HTTP"]},
+    )
+    before = datetime.now(UTC)
+    response = rig.send(handler, "Create", props)
+
+    tunnel_id = tunnel_id_of(response)
+    tunnel = rig.tunnels.tunnel(tunnel_id)
+    assert tunnel is not None and tunnel["status"] == "OPEN"
+    assert tunnel["description"] == "maintenance access"
+    assert tunnel["destinationConfig"] == {"thingName": THING, "services": ["SSH", "HTTP"]}
+    assert tunnel["timeoutConfig"] == {"maxLifetimeTimeoutMinutes": 30}
+    tags = {t["key"]: t["value"] for t in tunnel["tags"]}
+    assert tags["team"] == "field-ops"
+    assert tags["iot-secure-tunnel:owner"] == OWNER
+    assert tags["iot-secure-tunnel:request-id"]
+    assert response["Data"] == {"TunnelId": tunnel_id, "TunnelArn": tunnel["arn"]}
+    assert response["NoEcho"] is False
+
+    for arn, mode in ((rig.source_secret, "source"), (rig.destination_secret, "destination")):
+        secret = rig.secret(arn)
+        assert set(secret) == set(SECRET_FIELDS)
+        assert (secret["tunnelId"], secret["tunnelArn"], secret["clientMode"]) == (
+            tunnel_id,
+            tunnel["arn"],
+            mode,
+        )
+        assert (secret["region"], secret["thingName"], secret["services"]) == (
+            "us-east-1",
+            THING,
+            ["SSH", "HTTP"],
+        )
+        assert rig.tunnels.is_token_valid(secret["accessToken"])
+        expires = datetime.strptime(secret["expiresAt"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        assert (
+            before + timedelta(minutes=30) - timedelta(seconds=2) <= expires <= before + timedelta(minutes=31)
+        )
+    assert rig.secret(rig.source_secret)["accessToken"] != rig.secret(rig.destination_secret)["accessToken"]
+
+
+def test_create_without_destination_secret_writes_only_the_source(rig: Rig, handler: Handler) -> None:
+    response = rig.send(handler, "Create", rig.properties(DestinationAccessTokenSecretArn=None))
+
+    assert rig.secret(rig.source_secret)["tunnelId"] == tunnel_id_of(response)
+    assert rig.secret(rig.destination_secret) == {"status": "pending"}
+    assert rig.tunnel(tunnel_id_of(response))["timeoutConfig"] == {"maxLifetimeTimeoutMinutes": 720}
+
+
+def test_a_second_delivery_of_the_same_create_opens_no_second_tunnel(rig: Rig, handler: Handler) -> None:
+    first = rig.send(handler, "Create", rig.properties(), request_id="req-1")
+    second = rig.send(handler, "Create", rig.properties(), request_id="req-1")
+
+    assert tunnel_id_of(first) == tunnel_id_of(second)
+    assert rig.tunnels.call_count("OpenTunnel") == 1
+    assert rig.tunnels.open_tunnel_ids() == [tunnel_id_of(first)]
+    assert rig.tunnels.is_token_valid(rig.secret(rig.source_secret)["accessToken"])
+    assert rig.tunnels.is_token_valid(rig.secret(rig.destination_secret)["accessToken"])
+
+
+def test_a_different_create_request_opens_its_own_tunnel(rig: Rig, handler: Handler) -> None:
+    first = rig.send(handler, "Create", rig.properties(), request_id="req-1")
+    second = rig.send(handler, "Create", rig.properties(), request_id="req-2")
+
+    assert tunnel_id_of(first) != tunnel_id_of(second)
+
+
+def test_secret_write_failing_after_open_closes_the_tunnel(rig: Rig, handler: Handler) -> None:
+    missing = rig.destination_secret.replace("tunnel/destination", "tunnel/missing")
+    response = rig.send(handler, "Create", rig.properties(DestinationAccessTokenSecretArn=missing))
+
+    assert response["Status"] == "FAILED"
+    assert "Writing the token secrets failed (ResourceNotFoundException)" in response["Reason"]
+    assert "closed" in response["Reason"]
+    assert rig.tunnels.call_count("OpenTunnel") == 1
+    assert rig.tunnels.open_tunnel_ids() == []
+    # The source secret, written before the failure was known, holds its placeholder again.
+    assert rig.secret(rig.source_secret) == {"status": "pending"}
+    # The failure reports the tunnel id: CloudFormation's Delete then succeeds without a tunnel.
+    deleted = rig.send(handler, "Delete", rig.properties(), physical_id=response["PhysicalResourceId"])
+    assert deleted["Status"] == "SUCCESS"
+
+
+def test_open_tunnel_limit_fails_with_an_actionable_reason(rig: Rig, handler: Handler) -> None:
+    rig.tunnels.inject("OpenTunnel", "LimitExceededException", times=20)
+    response = rig.send(handler, "Create", rig.properties())
+
+    assert response["Status"] == "FAILED"
+    assert "Opening the tunnel failed (LimitExceededException)" in response["Reason"]
+    assert "limit of open tunnels" in response["Reason"]
+    assert rig.tunnels.call_count("OpenTunnel") == 1, "a quota error is not retried"
+    assert rig.tunnels.open_tunnel_ids() == []
+
+
+def test_throttling_is_retried_not_surfaced(rig: Rig, handler: Handler) -> None:
+    rig.tunnels.inject("OpenTunnel", "ThrottlingException", times=3)
+    rig.tunnels.inject("ListTunnels", "ThrottlingException", times=2)
+    response = rig.send(handler, "Create", rig.properties())
+
+    assert response["Status"] == "SUCCESS"
+    assert rig.tunnels.open_tunnel_ids() == [tunnel_id_of(response)]
+
+
+def test_a_server_error_on_open_is_retried_after_looking_for_the_tunnel(rig: Rig, handler: Handler) -> None:
+    rig.tunnels.inject("OpenTunnel", "InternalFailureException", status=500, times=2)
+    response = rig.send(handler, "Create", rig.properties())
+
+    assert response["Status"] == "SUCCESS"
+    assert rig.tunnels.call_count("ListTunnels") == 3
+    assert rig.tunnels.open_tunnel_ids() == [tunnel_id_of(response)]
+
+
+def test_access_denied_on_open_names_the_step(rig: Rig, handler: Handler) -> None:
+    rig.tunnels.inject("OpenTunnel", "AccessDeniedException", status=403)
+    response = rig.send(handler, "Create", rig.properties())
+
+    assert response["Status"] == "FAILED"
+    assert response["Reason"].startswith("Opening the tunnel failed (AccessDeniedException): access denied")
+    assert rig.tunnels.open_tunnel_ids() == []
+
+
+def test_missing_owner_configuration_fails_clearly(rig: Rig, handler: Handler) -> None:
+    with rig.environment({"TUNNEL_OWNER": ""}):
+        response = rig.send(handler, "Create", rig.properties())
+
+    assert response["Status"] == "FAILED"
+    assert "TUNNEL_OWNER" in response["Reason"]
+    assert rig.tunnels.call_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"DestinationConfig": None}, "DestinationConfig is required"),
+        (
+            {"DestinationConfig": {"ThingName": "bad name!", "Services": ["SSH"]}},
+            "DestinationConfig.ThingName",
+        ),
+        ({"DestinationConfig": {"ThingName": THING, "Services": []}}, "DestinationConfig.Services"),
+        ({"DestinationConfig": {"ThingName": THING, "Services": ["A", "B", "C", "D"]}}, "1 to 3"),
+        ({"DestinationConfig": {"ThingName": THING, "Services": ["SSH", "SSH"]}}, "unique"),
+        ({"DestinationConfig": {"ThingName": THING, "Services": "SSH"}}, "DestinationConfig.Services"),
+        (
+            {"DestinationConfig": {"ThingName": THING, "Services": ["SSH"], "Port": "22"}},
+            "DestinationConfig.Port",
+        ),
+        ({"Description": ""}, "Description must be 1-2048"),
+        ({"Description": "bell\x07"}, "no control characters"),
+        ({"Description": "x" * 2049}, "Description must be 1-2048"),
+        ({"TimeoutConfig": {"MaxLifetimeTimeoutMinutes": "0"}}, "1 to 720"),
+        ({"TimeoutConfig": {"MaxLifetimeTimeoutMinutes": "721"}}, "1 to 720"),
+        ({"TimeoutConfig": {"MaxLifetimeTimeoutMinutes": "7.5"}}, "whole number"),
+        ({"TimeoutConfig": {"MaxLifetimeTimeoutMinutes": "abc"}}, "whole number"),
+        ({"TimeoutConfig": {"Minutes": "5"}}, "only MaxLifetimeTimeoutMinutes"),
+        ({"Tags": [{"Key": "aws:owner", "Value": "x"}]}, "reserved"),
+        ({"Tags": [{"Key": "iot-secure-tunnel:owner", "Value": "x"}]}, "reserved"),
+        ({"Tags": [{"Key": "k", "Value": "v"}] * 2}, "must not repeat"),
+        ({"Tags": [{"Key": f"k{i}", "Value": "v"} for i in range(199)]}, "at most 198"),
+        ({"Tags": [{"Key": "k", "Value": "v" * 257}]}, "Value must be 0-256"),
+        ({"Tags": [{"Key": "k"}]}, "exactly Key and Value"),
+        ({"SourceAccessTokenSecretArn": None}, "SourceAccessTokenSecretArn must be the ARN"),
+        ({"SourceAccessTokenSecretArn": "my-secret"}, "SourceAccessTokenSecretArn must be the ARN"),
+        (
+            {"DestinationAccessTokenSecretArn": "arn:aws:s3:::bucket"},
+            "DestinationAccessTokenSecretArn must be",
+        ),
+        ({"RotationTrigger": {"not": "a string"}}, "RotationTrigger must be a string"),
+        ({"Colour": "blue"}, "unknown properties Colour"),
+    ],
+)
+def test_bad_properties_fail_clearly_and_open_nothing(
+    rig: Rig, handler: Handler, change: dict[str, object], named: str
+) -> None:
+    response = rig.send(handler, "Create", rig.properties(**change))
+
+    assert response["Status"] == "FAILED"
+    assert response["Reason"].startswith("Invalid properties: ")
+    assert named in response["Reason"]
+    assert response["Reason"].endswith("Nothing was changed.")
+    assert len(response["Reason"]) <= 256
+    assert rig.tunnels.call_count() == 0
+    assert rig.secret(rig.source_secret) == {"status": "pending"}
+    # CloudFormation then deletes the failed resource: that touches nothing either.
+    deleted = rig.send(
+        handler, "Delete", rig.properties(**change), physical_id=response["PhysicalResourceId"]
+    )
+    assert deleted["Status"] == "SUCCESS"
+    assert rig.tunnels.call_count() == 0
+
+
+def test_same_secret_for_both_tokens_is_refused(rig: Rig, handler: Handler) -> None:
+    response = rig.send(handler, "Create", rig.properties(DestinationAccessTokenSecretArn=rig.source_secret))
+
+    assert response["Status"] == "FAILED"
+    assert "must differ" in response["Reason"]

@@ -1,0 +1,72 @@
+"""Delete: close with delete=True, promptly; gone tunnels and non-tunnel ids are success."""
+
+from __future__ import annotations
+
+import time
+
+from tests.conftest import tunnel_id_of
+from tests.rig.cloudformation import STACK_NAME
+from tests.rig.harness import Handler, Rig
+
+
+def test_delete_closes_the_tunnel_and_deletes_its_data(rig: Rig, handler: Handler) -> None:
+    tunnel_id = tunnel_id_of(rig.send(handler, "Create", rig.properties()))
+    started = time.monotonic()
+    response = rig.send(handler, "Delete", rig.properties(), physical_id=tunnel_id)
+    elapsed = time.monotonic() - started
+
+    assert response["Status"] == "SUCCESS"
+    assert response["PhysicalResourceId"] == tunnel_id
+    assert rig.tunnels.tunnel(tunnel_id) is None, "delete=True removes the tunnel at once"
+    assert ("CloseTunnel", {"tunnelId": tunnel_id, "delete": True}) in rig.tunnels.calls
+    assert elapsed < 5, "no crhelper sleep_on_delete"
+
+
+def test_delete_of_a_tunnel_that_is_already_gone_succeeds(rig: Rig, handler: Handler) -> None:
+    tunnel_id = tunnel_id_of(rig.send(handler, "Create", rig.properties()))
+    rig.send(handler, "Delete", rig.properties(), physical_id=tunnel_id)
+    again = rig.send(handler, "Delete", rig.properties(), physical_id=tunnel_id)
+
+    assert again["Status"] == "SUCCESS"
+
+
+def test_delete_of_a_never_seen_tunnel_id_succeeds(rig: Rig, handler: Handler) -> None:
+    response = rig.send(
+        handler, "Delete", rig.properties(), physical_id="b2de92a3-b8ff-46c0-b0f2-afa28b00cecd"
+    )
+
+    assert response["Status"] == "SUCCESS"
+
+
+def test_delete_of_a_crhelper_generated_id_makes_no_call(rig: Rig, handler: Handler) -> None:
+    bogus = f"{STACK_NAME}_Tunnel_AB12CD34"
+    response = rig.send(handler, "Delete", rig.properties(), physical_id=bogus)
+
+    assert response["Status"] == "SUCCESS"
+    assert response["PhysicalResourceId"] == bogus
+    assert rig.tunnels.call_count() == 0
+
+
+def test_delete_of_an_id_outside_the_tunnel_id_pattern_makes_no_call(rig: Rig, handler: Handler) -> None:
+    response = rig.send(handler, "Delete", {}, physical_id="not/a tunnel")
+
+    assert response["Status"] == "SUCCESS"
+    assert rig.tunnels.call_count() == 0
+
+
+def test_delete_with_a_closed_tunnel_leaves_secrets_alone(rig: Rig, handler: Handler) -> None:
+    tunnel_id = tunnel_id_of(rig.send(handler, "Create", rig.properties()))
+    before = rig.secret(rig.source_secret)
+    rig.send(handler, "Delete", rig.properties(), physical_id=tunnel_id)
+
+    assert rig.secret(rig.source_secret) == before
+
+
+def test_delete_failure_is_reported_with_the_step(rig: Rig, handler: Handler) -> None:
+    tunnel_id = tunnel_id_of(rig.send(handler, "Create", rig.properties()))
+    rig.tunnels.inject("CloseTunnel", "AccessDeniedException", status=403)
+    response = rig.send(handler, "Delete", rig.properties(), physical_id=tunnel_id)
+
+    assert response["Status"] == "FAILED"
+    assert response["Reason"].startswith("Closing the tunnel failed (AccessDeniedException)")
+    assert rig.tunnels.open_tunnel_ids() == [tunnel_id]
