@@ -1,5 +1,9 @@
 """Lambda entry point: ``secure_tunnel_handler.entrypoint.handler``.
 
+One function serves two callers: CloudFormation's custom resource events (``RequestType``),
+answered through crhelper, and Secrets Manager's rotation steps (``Step``), whose failures are
+raised for Secrets Manager to record and retry.
+
 crhelper sends the response to CloudFormation. Its defaults are unsafe or slow here, so:
 its log level is INFO (DEBUG logs whole events and responses), botocore logs only errors
 (its DEBUG output contains response bodies, tokens included), and Delete does not sleep 120 s.
@@ -17,12 +21,13 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from crhelper import CfnResource
 
 from .errors import HandlerError, explain
 from .lifecycle import Outcome, TunnelResource
 from .redaction import REDACTOR
+from .responses import CheckedCfnResource, Heard
 from .retries import Retrier
+from .rotation import RotationStep, TokenRotation, is_rotation_event
 from .token_secrets import TokenSecrets
 from .tunnels import TunnelService
 
@@ -34,7 +39,7 @@ SAFETY_MARGIN_SECONDS = 20.0
 CLIENT_CONFIG = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=20)
 
 
-def _cfn_resource() -> CfnResource:
+def _cfn_resource() -> CheckedCfnResource:
     """crhelper's CfnResource without the lambda, events and logs clients it creates at import.
 
     It needs them only for its polling mode, which this handler does not use, and they cost
@@ -44,7 +49,7 @@ def _cfn_resource() -> CfnResource:
     previous = os.environ.get("AWS_SAM_LOCAL")
     os.environ["AWS_SAM_LOCAL"] = "true"
     try:
-        resource = CfnResource(
+        resource = CheckedCfnResource(
             json_logging=False,
             log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
             boto_level="ERROR",
@@ -71,19 +76,47 @@ def _clients() -> tuple[Any, Any]:
     )
 
 
-def _resource(context: Any, pool: ThreadPoolExecutor) -> TunnelResource:
+def _owner() -> str:
     owner = os.environ.get("TUNNEL_OWNER")
     if not owner:
         raise HandlerError("The handler is misconfigured: environment variable TUNNEL_OWNER is not set")
+    return owner
+
+
+def _retrier(context: Any) -> Retrier:
     remaining = context.get_remaining_time_in_millis() / 1000.0
-    retrier = Retrier(deadline=time.monotonic() + remaining - SAFETY_MARGIN_SECONDS)
+    return Retrier(deadline=time.monotonic() + remaining - SAFETY_MARGIN_SECONDS)
+
+
+def _resource(context: Any, pool: ThreadPoolExecutor) -> TunnelResource:
+    owner = _owner()
+    retrier = _retrier(context)
     tunnels_client, secrets_client = _clients()
     region = tunnels_client.meta.region_name
     tunnels = TunnelService(tunnels_client, retrier, owner, now=lambda: datetime.now(UTC))
-    return TunnelResource(tunnels, TokenSecrets(secrets_client, retrier, region, pool), pool)
+    secrets = TokenSecrets(secrets_client, retrier, region, pool)
+    return TunnelResource(tunnels, secrets, pool, announce=_name_in_any_response)
+
+
+def _name_in_any_response(physical_id: str) -> None:
+    """Make every response from now on name ``physical_id``, crhelper's timeout response included
+    (it sends whatever PhysicalResourceId holds, "" until the handler returns)."""
+    helper.PhysicalResourceId = physical_id
+
+
+def _rotate(event: dict[str, Any], context: Any) -> None:
+    """One Secrets Manager rotation step of a token secret."""
+    owner, retrier = _owner(), _retrier(context)
+    tunnels_client, secrets_client = _clients()
+    tunnels = TunnelService(tunnels_client, retrier, owner, now=lambda: datetime.now(UTC))
+    rotation = TokenRotation(
+        secrets_client, tunnels_client, tunnels, retrier, owner=owner, now=lambda: datetime.now(UTC)
+    )
+    rotation.run(RotationStep.from_event(event))
 
 
 def _run(action: str, event: dict[str, Any], context: Any) -> str | None:
+    _name_in_any_response(event.get("PhysicalResourceId") or helper.generate_physical_id(event))
     with ThreadPoolExecutor(max_workers=4) as pool:
         try:
             resource = _resource(context, pool)
@@ -97,8 +130,32 @@ def _run(action: str, event: dict[str, Any], context: Any) -> str | None:
             raise explain(action.capitalize(), exc) from exc
     if result is None:
         return None
+    _answered.append(result)
     helper.Data.update(result.data)
     return result.physical_id
+
+
+#: The outcome this invocation answered with (at most one).
+_answered: list[Outcome] = []
+
+
+def _withdraw_if_unheard(context: Any) -> None:
+    """Close the tunnel this invocation opened if CloudFormation will never reference it: the
+    response naming it was refused or never arrived, or another response went first (crhelper's
+    timer answered FAILED while the handler was still working)."""
+    for outcome in _answered:
+        if outcome.opened and not _may_have_heard(outcome):
+            logger.warning("CloudFormation will not reference tunnel %s: closing it", outcome.opened)
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                _resource(context, pool).withdraw(outcome)
+
+
+def _may_have_heard(outcome: Outcome) -> bool:
+    """Whether CloudFormation got, or may have got, a SUCCESS naming the outcome's tunnel."""
+    sent = helper.sent
+    if sent is None or (sent.status, sent.physical_id) != ("SUCCESS", outcome.physical_id):
+        return False
+    return sent.heard is not Heard.NO
 
 
 @helper.create
@@ -117,7 +174,12 @@ def _delete(event: dict[str, Any], context: Any) -> str | None:
 
 
 def handler(event: dict[str, Any], context: Any) -> None:
-    """Serve one CloudFormation custom resource event."""
+    """Serve one CloudFormation custom resource event or one Secrets Manager rotation step."""
     REDACTOR.forget_all()
     REDACTOR.install(logging.getLogger())
-    helper(event, context)
+    if is_rotation_event(event):
+        _rotate(event, context)
+    else:
+        _answered.clear()
+        helper(event, context)
+        _withdraw_if_unheard(context)

@@ -49,6 +49,11 @@ _ADVICE = {
 }
 
 
+# Advice that holds for one operation only: Secrets Manager also raises LimitExceededException
+# (too many versions or requests), where the open-tunnel quota advice would mislead.
+_ADVICE_ONLY_FOR = {"LimitExceededException": "OpenTunnel"}
+
+
 def explain(step: str, exc: BaseException) -> HandlerError:
     """Turn an AWS failure during ``step`` into a short, actionable HandlerError."""
     if isinstance(exc, HandlerError):
@@ -56,6 +61,9 @@ def explain(step: str, exc: BaseException) -> HandlerError:
     code = error_code(exc)
     if code is not None:
         detail = _ADVICE.get(code)
+        operation = getattr(exc, "operation_name", None)
+        if _ADVICE_ONLY_FOR.get(code, operation) != operation:
+            detail = None
         message = (
             str(exc.response.get("Error", {}).get("Message", "")) if isinstance(exc, ClientError) else ""
         )

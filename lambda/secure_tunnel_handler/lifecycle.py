@@ -9,13 +9,13 @@ import logging
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import HandlerError, explain
 from .properties import InvalidProperties, TunnelSpec, parse_properties, secret_arns_of
-from .token_secrets import PartialWriteError, TokenSecrets
-from .tunnels import IssuedTunnel, TunnelService, TunnelState
+from .token_secrets import PartialWriteError, Restore, TokenSecrets
+from .tunnels import DuplicateDelivery, IssuedTunnel, TunnelService, TunnelState
 
 logger = logging.getLogger(__name__)
 
@@ -24,24 +24,45 @@ TUNNEL_ID_RE = re.compile(r"[a-zA-Z0-9_\-+=:]{1,128}")
 
 @dataclass(frozen=True)
 class Outcome:
-    """What CloudFormation is told on success: the physical id and the attributes."""
+    """What CloudFormation is told on success: the physical id and the attributes; and what
+    this invocation changed, to take it back if CloudFormation never hears of it."""
 
     physical_id: str
     data: dict[str, str]
+    #: The tunnel this invocation opened (None: it opened none, or adopted an earlier one's).
+    opened: str | None = None
+    #: Secret ARN -> version id of each version this invocation wrote.
+    written: dict[str, str] = field(default_factory=dict)
 
 
 class TunnelResource:
     """Create, Update and Delete of one ``Custom::IoTSecureTunnel`` event."""
 
-    def __init__(self, tunnels: TunnelService, secrets: TokenSecrets, pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        tunnels: TunnelService,
+        secrets: TokenSecrets,
+        pool: ThreadPoolExecutor,
+        announce: Callable[[str], None] = lambda _: None,
+    ) -> None:
         self._tunnels = tunnels
         self._secrets = secrets
         self._pool = pool
+        # Told the new tunnel's id as soon as Create has opened it: a response sent before the
+        # handler returns (crhelper's timeout) must name it, or CloudFormation never closes it.
+        self._announce = announce
 
     def create(self, event: dict[str, Any]) -> Outcome:
         """Open a tunnel and write its tokens; nothing stays open if any step fails."""
         spec = _parse(event["ResourceProperties"])
         return self._open_and_publish(spec, event["RequestId"], report_id_on_failure=True)
+
+    def withdraw(self, outcome: Outcome) -> None:
+        """Take back what a Create or a replacement did that CloudFormation never heard of: close
+        the tunnel it opened and give the secrets back their previous versions."""
+        if outcome.opened:
+            _best_effort(lambda: self._tunnels.close(str(outcome.opened)))
+            _best_effort(lambda: self._secrets.undo(outcome.written))
 
     def update(self, event: dict[str, Any]) -> Outcome:
         """Rotate the tokens in place, or open a replacement when the tunnel cannot be kept."""
@@ -68,17 +89,41 @@ class TunnelResource:
             return
         arns = secret_arns_of(event.get("ResourceProperties", {}))
         closing = self._pool.submit(self._tunnels.close, tunnel_id)
-        restores = [self._pool.submit(self._restore_secret, arn, tunnel_id) for arn in arns]
+        planning = [self._pool.submit(self._secrets.plan_restore, arn, tunnel_id) for arn in arns]
         if not self._step("Closing the tunnel", closing.result):
             logger.info("Tunnel %s was already gone", tunnel_id)
-        for restore in restores:
-            self._step("Restoring the token secrets", restore.result)
+        plans = [p for p in (self._step("Restoring the token secrets", f.result) for f in planning) if p]
+        if plans:
+            self._step("Restoring the token secrets", self._restore, plans)
+
+    def _restore(self, plans: list[Restore]) -> None:
+        # Both secrets go back to one tunnel, and only to one that is still OPEN: checked once,
+        # so that the two secrets cannot see different answers.
+        targets = {plan.tunnel_id for plan in plans}
+        if len(targets) != 1 or not self._is_open(targets.pop()):
+            logger.info(
+                "The secrets' previous versions do not hold one OPEN tunnel: secrets left as they are"
+            )
+            return
+        self._secrets.restore(plans)
 
     def _open_and_publish(self, spec: TunnelSpec, request_id: str, report_id_on_failure: bool) -> Outcome:
-        tunnel = self._step("Opening the tunnel", self._tunnels.open, spec, request_id)
-        logger.info("Tunnel %s is open", tunnel.tunnel_id)
         try:
-            self._secrets.write(spec, tunnel)
+            tunnel = self._step("Opening the tunnel", self._tunnels.open, spec, request_id)
+        except DuplicateDelivery as duplicate:
+            logger.info(
+                "Tunnel %s is this request's; its own delivery writes the secrets", duplicate.tunnel_id
+            )
+            if report_id_on_failure:
+                self._announce(duplicate.tunnel_id)
+            return Outcome(
+                duplicate.tunnel_id, {"TunnelId": duplicate.tunnel_id, "TunnelArn": duplicate.tunnel_arn}
+            )
+        logger.info("Tunnel %s is open", tunnel.tunnel_id)
+        if report_id_on_failure:
+            self._announce(tunnel.tunnel_id)
+        try:
+            written = self._secrets.write(spec, tunnel)
         except PartialWriteError as exc:
             self._abandon(tunnel, exc)
             failed = explain("Writing the token secrets", exc.cause)
@@ -87,12 +132,11 @@ class TunnelResource:
                 f"{failed}. The new tunnel was closed.",
                 physical_id=tunnel.tunnel_id if report_id_on_failure else None,
             ) from exc
-        return _outcome(tunnel)
+        return _outcome(tunnel, opened=tunnel.tunnel_id if tunnel.opened else None, written=written)
 
     def _abandon(self, tunnel: IssuedTunnel, failure: PartialWriteError) -> None:
         """Close a tunnel CloudFormation will not know about and undo the writes that succeeded."""
-        _best_effort(lambda: self._tunnels.close(tunnel.tunnel_id))
-        _best_effort(lambda: self._secrets.undo(failure.written))
+        self.withdraw(Outcome(tunnel.tunnel_id, {}, tunnel.tunnel_id, failure.written))
 
     def _rotate_in_place(self, current: TunnelState, spec: TunnelSpec) -> Outcome:
         moved = (current.thing_name, current.services) != (spec.thing_name, spec.services)
@@ -108,9 +152,6 @@ class TunnelResource:
         self._step("Updating the tunnel's tags", tagging.result)
         return _outcome(issued)
 
-    def _restore_secret(self, arn: str, closed_tunnel_id: str) -> bool:
-        return self._secrets.restore_previous(arn, closed_tunnel_id, self._is_open)
-
     def _is_open(self, tunnel_id: str) -> bool:
         state = self._tunnels.describe(tunnel_id)
         return state is not None and state.is_open
@@ -120,6 +161,8 @@ class TunnelResource:
         """Run one step; an AWS failure becomes a reason that names the step."""
         try:
             return fn(*args)
+        except DuplicateDelivery:
+            raise
         except Exception as exc:
             raise explain(step, exc) from exc
 
@@ -128,7 +171,7 @@ def _best_effort(cleanup: Callable[[], object]) -> None:
     try:
         cleanup()
     except Exception:
-        logger.exception("Clean-up after a failed secret write did not complete")
+        logger.exception("Clean-up of a tunnel CloudFormation will not reference did not complete")
 
 
 def _parse(raw: Any) -> TunnelSpec:
@@ -159,5 +202,8 @@ def _replacement_reason(current: TunnelState | None, spec: TunnelSpec) -> str | 
     return None
 
 
-def _outcome(tunnel: IssuedTunnel) -> Outcome:
-    return Outcome(tunnel.tunnel_id, {"TunnelId": tunnel.tunnel_id, "TunnelArn": tunnel.tunnel_arn})
+def _outcome(
+    tunnel: IssuedTunnel, opened: str | None = None, written: dict[str, str] | None = None
+) -> Outcome:
+    data = {"TunnelId": tunnel.tunnel_id, "TunnelArn": tunnel.tunnel_arn}
+    return Outcome(tunnel.tunnel_id, data, opened, written or {})

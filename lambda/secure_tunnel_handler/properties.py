@@ -22,7 +22,9 @@ DEFAULT_LIFETIME_MINUTES = 720
 
 NAME_RE = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 SECRET_ARN_RE = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+")
-DIGITS_RE = re.compile(r"\d{1,6}")
+# ASCII digits only: re's \d and int() also take other scripts' digits ("\u0663" is 3), which
+# CloudFormation and the tunneling API do not.
+DIGITS_RE = re.compile(r"[0-9]{1,6}")
 _TAG_PUNCTUATION = set("_.:/=+-@")
 
 KNOWN_PROPERTIES = {

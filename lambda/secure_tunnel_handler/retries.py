@@ -86,6 +86,10 @@ class Retrier:
             self._sleep(self._backoff(attempt))
             attempt += 1
 
+    def expired(self) -> bool:
+        """Whether the deadline has passed: from here on only clean-up is worth starting."""
+        return self._clock() >= self.deadline
+
     def may_retry(self, attempt: int) -> bool:
         """Whether another attempt fits in the attempt budget and before the deadline."""
         wait = min(self.max_delay, self.base_delay * 2**attempt)

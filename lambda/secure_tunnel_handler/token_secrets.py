@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +36,16 @@ class PartialWriteError(Exception):
         self.cause = cause
         #: secret ARN -> version id of the versions that were written.
         self.written = written
+
+
+@dataclass(frozen=True)
+class Restore:
+    """Moving a secret's AWSCURRENT label back to the version of its previous tunnel."""
+
+    arn: str
+    tunnel_id: str
+    previous_version: str
+    current_version: str
 
 
 @dataclass(frozen=True)
@@ -72,8 +82,9 @@ class TokenSecrets:
         self._region = region
         self._pool = pool
 
-    def write(self, spec: TunnelSpec, tunnel: IssuedTunnel) -> None:
-        """Write both secrets concurrently; raise PartialWriteError naming what was written."""
+    def write(self, spec: TunnelSpec, tunnel: IssuedTunnel) -> dict[str, str]:
+        """Write both secrets concurrently; returns the secret ARN -> version id written, or
+        raises PartialWriteError naming what was written."""
         targets = [(spec.source_secret_arn, "source")]
         if spec.destination_secret_arn:
             targets.append((spec.destination_secret_arn, "destination"))
@@ -89,6 +100,7 @@ class TokenSecrets:
                 failure = failure or exc
         if failure is not None:
             raise PartialWriteError(failure, written)
+        return written
 
     def undo(self, written: dict[str, str]) -> None:
         """Make the version before each written one current again."""
@@ -109,20 +121,37 @@ class TokenSecrets:
             raise
         return StoredTunnel(_tunnel_id_in(response.get("SecretString")), response.get("VersionId"))
 
-    def restore_previous(self, arn: str, closed_tunnel_id: str, is_open: Callable[[str], bool]) -> bool:
-        """If the secret holds tokens of ``closed_tunnel_id`` and its previous version holds an
-        OPEN tunnel's, make that version current (a replacement that CloudFormation rolled back)."""
+    def plan_restore(self, arn: str, closed_tunnel_id: str) -> Restore | None:
+        """How to give the secret back its previous tunnel, if it holds tokens of
+        ``closed_tunnel_id`` and its previous version those of another tunnel (a replacement
+        that CloudFormation rolled back). Reads only."""
         current = self.stored(arn, CURRENT)
         if current.tunnel_id != closed_tunnel_id or current.version_id is None:
-            return False
+            return None
         previous = self.stored(arn, PREVIOUS)
         if previous.tunnel_id in (None, closed_tunnel_id) or previous.version_id is None:
-            return False
-        if not is_open(str(previous.tunnel_id)):
-            return False
-        self._move_current(arn, previous.version_id, current.version_id)
-        logger.info("Secret %s holds tokens of tunnel %s again", arn, previous.tunnel_id)
-        return True
+            return None
+        return Restore(arn, str(previous.tunnel_id), previous.version_id, current.version_id)
+
+    def restore(self, plans: Sequence[Restore]) -> None:
+        """Carry out the plans, all or none: if one move fails, the moves already made are
+        undone, so that the secrets never hold tokens of two different tunnels."""
+        done: list[Restore] = []
+        try:
+            for plan in plans:
+                self._move_current(plan.arn, plan.previous_version, plan.current_version)
+                done.append(plan)
+                logger.info("Secret %s holds tokens of tunnel %s again", plan.arn, plan.tunnel_id)
+        except Exception:
+            self._unrestore(done)
+            raise
+
+    def _unrestore(self, done: Sequence[Restore]) -> None:
+        for plan in reversed(done):
+            try:
+                self._move_current(plan.arn, plan.current_version, plan.previous_version)
+            except Exception:
+                logger.exception("Could not undo the restore of secret %s", plan.arn)
 
     def _put(self, arn: str, value: str) -> str:
         # One idempotency token for all retries: a retried write never adds a second version.
@@ -133,14 +162,20 @@ class TokenSecrets:
         return str(response["VersionId"])
 
     def _move_current(self, arn: str, to_version: str, from_version: str) -> None:
-        self._retrier.call(
-            lambda: self._client.update_secret_version_stage(
-                SecretId=arn,
-                VersionStage=CURRENT,
-                MoveToVersionId=to_version,
-                RemoveFromVersionId=from_version,
+        try:
+            self._retrier.call(
+                lambda: self._client.update_secret_version_stage(
+                    SecretId=arn,
+                    VersionStage=CURRENT,
+                    MoveToVersionId=to_version,
+                    RemoveFromVersionId=from_version,
+                )
             )
-        )
+        except Exception:
+            # A retry of a move whose answer was lost fails (the label has left from_version):
+            # the move is done if the label is where it should be.
+            if self.stored(arn, CURRENT).version_id != to_version:
+                raise
 
 
 def _tunnel_id_in(secret_string: str | None) -> str | None:

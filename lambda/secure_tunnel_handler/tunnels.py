@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .errors import error_code
+from .errors import HandlerError, error_code
 from .properties import OWNER_TAG, REQUEST_TAG, TunnelSpec
 from .redaction import REDACTOR
 from .retries import Retrier, is_throttling, is_transient
@@ -59,6 +59,18 @@ class IssuedTunnel:
     tunnel_arn: str
     expires_at: datetime
     tokens: AccessTokens
+    #: True when OpenTunnel opened it just now (not adopted from an earlier delivery, not rotated).
+    opened: bool = False
+
+
+class DuplicateDelivery(Exception):
+    """Another delivery of the same request opened the resource's tunnel first; that delivery
+    writes the secrets (two writers of rotated tokens could leave the secrets mixed)."""
+
+    def __init__(self, tunnel_id: str, tunnel_arn: str) -> None:
+        super().__init__(f"tunnel {tunnel_id} was opened by another delivery of this request")
+        self.tunnel_id = tunnel_id
+        self.tunnel_arn = tunnel_arn
 
 
 class TunnelService:
@@ -79,6 +91,13 @@ class TunnelService:
             if existing is not None:
                 logger.info("Tunnel %s was opened by an earlier delivery of this request", existing.tunnel_id)
                 return self.rotate(existing)
+            if attempt == 0 and self._retrier.expired():
+                # What follows OpenTunnel (writing the secrets, or closing the tunnel if that
+                # fails) needs the safety margin: a tunnel opened later may outlive the response.
+                raise HandlerError(
+                    "Opening the tunnel was not started: the function's time is nearly over "
+                    "(less than its safety margin left). Raise the function's timeout, then retry."
+                )
             expires_at = self._now() + timedelta(minutes=spec.max_lifetime_minutes)
             try:
                 # Throttled requests did nothing: retry them at once. A 5xx or a lost connection
@@ -88,18 +107,42 @@ class TunnelService:
                 if is_transient(exc) and self._retrier.may_retry(attempt):
                     continue
                 raise
-            return self._issued(response["tunnelId"], response["tunnelArn"], expires_at, response)
+            issued = self._issued(response["tunnelId"], response["tunnelArn"], expires_at, response)
+            self._yield_to_an_earlier_delivery(spec, request_id, issued.tunnel_id)
+            return replace(issued, opened=True)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def find_opened_by(self, spec: TunnelSpec, request_id: str) -> TunnelState | None:
-        """The OPEN tunnel of this owner that the given request opened, if any."""
+        """The OPEN tunnel of this owner that the given request opened (the first, if more did)."""
+        first = _first(self._opened_by(spec, request_id))
+        return self.describe(first["tunnelId"]) if first else None
+
+    def _opened_by(self, spec: TunnelSpec, request_id: str) -> list[dict[str, Any]]:
+        """Summaries of the OPEN tunnels of this owner that the given request opened."""
+        found = []
         for summary in self._summaries(spec.thing_name):
             if summary.get("status") != OPEN or summary.get("description") != spec.description:
                 continue
             tags = self._tags_if_visible(summary["tunnelArn"])
             if tags.get(REQUEST_TAG) == request_id and tags.get(OWNER_TAG) == self._owner:
-                return self.describe(summary["tunnelId"])
-        return None
+                found.append(summary)
+        return found
+
+    def _yield_to_an_earlier_delivery(self, spec: TunnelSpec, request_id: str, mine: str) -> None:
+        """Two deliveries of one request at the same time can each open a tunnel (each looked
+        before the other opened). The first opened is the resource's: a delivery that opened a
+        later one closes it and raises DuplicateDelivery."""
+        try:
+            first = _first(self._opened_by(spec, request_id))
+        except Exception:
+            # Only a concurrent duplicate makes this look-up matter: it must not fail the event.
+            logger.warning("Could not look for another delivery's tunnel; keeping %s", mine, exc_info=True)
+            return
+        if first is None or first["tunnelId"] == mine:
+            return
+        logger.info("Tunnel %s was opened first by another delivery: closing %s", first["tunnelId"], mine)
+        self.close(mine)
+        raise DuplicateDelivery(first["tunnelId"], first["tunnelArn"])
 
     def describe(self, tunnel_id: str) -> TunnelState | None:
         """The tunnel's state, or None if it does not exist (any more)."""
@@ -167,6 +210,12 @@ class TunnelService:
         tokens = AccessTokens(response["sourceAccessToken"], response["destinationAccessToken"])
         REDACTOR.remember(tokens.source, tokens.destination)
         return IssuedTunnel(tunnel_id, response.get("tunnelArn", arn), expires_at, tokens)
+
+
+def _first(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The earliest opened tunnel (ties, within the clock's resolution, go to the smaller id)."""
+    earliest = datetime.min.replace(tzinfo=UTC)
+    return min(summaries, key=lambda s: (s.get("createdAt") or earliest, s["tunnelId"]), default=None)
 
 
 def _open_request(spec: TunnelSpec, owner: str, request_id: str) -> dict[str, Any]:

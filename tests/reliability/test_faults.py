@@ -1,0 +1,301 @@
+"""Faults: every AWS call of every lifecycle event failing in turn, with every kind of failure.
+
+For each event the calls are first recorded from a fault-free run (both services, at the
+wire); then each call in turn is failed with each fault kind, and CloudFormation's side is
+played to the end: a failed Create is deleted, a failed Update rolled back, a failed Delete
+retried, a replaced tunnel deleted in the clean-up phase. Checked for every scenario:
+
+- the status CloudFormation receives is the expected one, with exactly one response;
+- a FAILED reason names the step and the error code, within 256 characters;
+- right after the event and once the stack settled, no OPEN tunnel that CloudFormation does not
+  reference;
+- the two secrets always agree on one tunnel, the previous or the new one; once settled they
+  hold valid tokens of the tunnel CloudFormation references.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from secure_tunnel_handler.entrypoint import SAFETY_MARGIN_SECONDS
+from secure_tunnel_handler.retries import Retrier
+from tests.reliability.fault_proxy import FOREVER, Call, FaultProxy
+from tests.reliability.ledger import LEDGER
+from tests.reliability.stack import (
+    EVENTS,
+    Stage,
+    check_secrets_agree,
+    check_settled,
+    referenced_after,
+    settle,
+)
+from tests.reliability.world import Delivery, World
+from tests.rig.cloudformation import LambdaContext
+
+# --- the faults -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FaultKind:
+    """One way a call can fail, as each service would answer it."""
+
+    name: str
+    tunnels_code: str
+    secrets_code: str
+    status: int
+    times: int = FOREVER
+    mode: str = "refuse"
+    #: Retries must absorb it: the event succeeds.
+    transient: bool = False
+    #: Seconds of Lambda time beyond the handler's safety margin (None: a 300 s function).
+    retry_window: float | None = None
+
+    def code(self, service: str) -> str:
+        """The error code ``service`` answers."""
+        return self.tunnels_code if service == "tunnels" else self.secrets_code
+
+
+KINDS = (
+    FaultKind("throttled x3", "ThrottlingException", "ThrottlingException", 400, times=3, transient=True),
+    FaultKind("500 once", "InternalFailureException", "InternalServiceError", 500, times=1, transient=True),
+    # The request took effect but the answer never came back (a dropped connection).
+    FaultKind("answer lost", "connection", "connection", 0, times=1, mode="lose", transient=True),
+    # Retries go on until the handler's deadline: a short Lambda timeout keeps that quick.
+    FaultKind("500 for ever", "InternalFailureException", "InternalServiceError", 500, retry_window=0.15),
+    FaultKind("access denied", "AccessDeniedException", "AccessDeniedException", 403),
+    FaultKind("not found", "ResourceNotFoundException", "ResourceNotFoundException", 400),
+    FaultKind("open-tunnel limit", "LimitExceededException", "LimitExceededException", 400),
+)
+
+# Tunnel calls that act on one tunnel: "not found" really deletes it before the call.
+TUNNEL_TARGETED = frozenset(
+    {
+        "DescribeTunnel",
+        "CloseTunnel",
+        "RotateTunnelAccessToken",
+        "TagResource",
+        "UntagResource",
+        "ListTagsForResource",
+    }
+)
+# The step each call belongs to, as the FAILED reason must name it.
+STEPS = {
+    "ListTunnels": ("Opening the tunnel",),
+    "ListTagsForResource": ("Opening the tunnel",),
+    "OpenTunnel": ("Opening the tunnel",),
+    "PutSecretValue": ("Writing the token secrets",),
+    "DescribeTunnel": ("Reading the tunnel", "Restoring the token secrets"),
+    "RotateTunnelAccessToken": ("Rotating the access tokens",),
+    "TagResource": ("Updating the tunnel's tags",),
+    "UntagResource": ("Updating the tunnel's tags",),
+    "CloseTunnel": ("Closing the tunnel",),
+    "GetSecretValue": ("Restoring the token secrets",),
+    "UpdateSecretVersionStage": ("Restoring the token secrets",),
+}
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One recorded call of an event: which service, which operation, which occurrence."""
+
+    service: str
+    call: Call
+    #: Index among earlier calls that the same matcher accepts.
+    occurrence: int
+    role: str = ""
+    #: Made after OpenTunnel returned (the look-up for a concurrent duplicate delivery).
+    after_open: bool = False
+
+    @property
+    def label(self) -> str:
+        """e.g. ``PutSecretValue(source)`` or ``DescribeTunnel#2``."""
+        details = ", ".join(v for k, v in self.call.details if k == "VersionStage")
+        inside = ", ".join(x for x in (self.role, details) if x)
+        suffix = f"#{self.occurrence + 1}" if self.occurrence else ""
+        return f"{self.call.operation}{f'({inside})' if inside else ''}{suffix}"
+
+    def matches(self, call: Call, role: str) -> bool:
+        """Same operation; for secrets also the same secret (by role: ARNs change per run) and
+        details. Tunnel calls match on the operation alone (tunnel ids change per run)."""
+        if call.operation != self.call.operation:
+            return False
+        return self.service == "tunnels" or (role, call.details) == (self.role, self.call.details)
+
+
+_RECORDED: dict[str, list[Slot]] = {}
+
+
+def recorded_slots(world: World, event: str) -> list[Slot]:
+    """The calls of ``event``, recorded once per session (each fault kind fails them in turn)."""
+    if event not in _RECORDED:
+        _RECORDED[event] = record_slots(world, EVENTS[event])
+    return _RECORDED[event]
+
+
+def record_slots(world: World, prepare: Callable[[World], Stage]) -> list[Slot]:
+    """The calls a fault-free run of the event makes, in order (tunnel calls, then secret calls)."""
+    world.reset()
+    stage = prepare(world)
+    world.proxies.clear()
+    delivery = _send(world, stage, None)
+    assert delivery.status == "SUCCESS", delivery.reason
+    slots: list[Slot] = []
+    for service, proxy in (("tunnels", world.proxies.tunnels), ("secrets", world.proxies.secrets)):
+        seen: list[Slot] = []
+        for call in proxy.recorded():
+            role = world.secret_role(call.target or "") if service == "secrets" else ""
+            probe = Slot(service, call, 0, role)
+            occurrence = sum(1 for s in seen if probe.matches(s.call, s.role))
+            after_open = any(s.call.operation == "OpenTunnel" for s in seen)
+            seen.append(Slot(service, call, occurrence, role, after_open))
+        slots.extend(seen)
+    return slots
+
+
+# --- one scenario ---------------------------------------------------------------------------
+
+
+@dataclass
+class Armed:
+    """A fault in place, and what the checks must know about it."""
+
+    #: Secrets the handler was told are gone: checks skip them, as if they had been deleted.
+    missing: frozenset[str] = frozenset()
+    fired: list[Call] = field(default_factory=list)
+
+
+def arm(world: World, slot: Slot, kind: FaultKind) -> Armed:
+    """Make the slot's call (and, for lasting faults, every later matching call) fail."""
+    service_proxy: FaultProxy = world.proxies.tunnels if slot.service == "tunnels" else world.proxies.secrets
+    mode, before = kind.mode, None
+    if kind.name == "not found" and slot.call.operation in TUNNEL_TARGETED:
+        # Realistic: the tunnel is deleted just before the call; the emulator answers by itself.
+        mode, before = "forward", _deleting(world)
+    service_proxy.fail(
+        slot.call.operation,
+        kind.code(slot.service),
+        kind.status,
+        match=lambda call: slot.matches(call, world.secret_role(call.target or "")),
+        times=kind.times,
+        skip=slot.occurrence,
+        mode=mode,
+        before=before,
+    )
+    gone = kind.name == "not found" and slot.call.operation == "GetSecretValue"
+    arn = world.rig.source_secret if slot.role == "source" else world.rig.destination_secret
+    return Armed(missing=frozenset({arn}) if gone else frozenset())
+
+
+def _deleting(world: World) -> Callable[[Call], None]:
+    def delete(call: Call) -> None:
+        tunnel_id = (call.target or "").rpartition("tunnel/")[2] or (call.target or "")
+        body = json.dumps({"tunnelId": tunnel_id, "delete": True}).encode()
+        world.rig.tunnels.handle("IoTSecuredTunneling.CloseTunnel", body)
+
+    return delete
+
+
+def expected_status(event: str, slot: Slot, kind: FaultKind) -> str:
+    """What CloudFormation must receive when ``slot`` fails with ``kind`` during ``event``."""
+    if kind.transient:
+        return "SUCCESS"
+    op, updating, deleting = slot.call.operation, event.startswith("Update"), event.startswith("Delete")
+    if slot.after_open and op in ("ListTunnels", "ListTagsForResource"):
+        return "SUCCESS"  # the look-up for a concurrent duplicate is best effort
+    tolerated = {
+        # A tunnel that is gone is replaced on Update, already done on Delete, and not the
+        # earlier delivery's when the look-up cannot read its tags.
+        ("not found", "DescribeTunnel"): updating or event == "Delete after a rolled-back replacement",
+        ("not found", "CloseTunnel"): deleting,
+        ("not found", "ListTagsForResource"): True,
+        ("access denied", "ListTagsForResource"): True,
+        # A secret that is gone has nothing to restore.
+        ("not found", "GetSecretValue"): deleting,
+    }
+    return "SUCCESS" if tolerated.get((kind.name, op), False) else "FAILED"
+
+
+def _send(world: World, stage: Stage, kind: FaultKind | None, **overrides: Any) -> Delivery:
+    window = kind.retry_window if kind else None
+    context = LambdaContext(SAFETY_MARGIN_SECONDS + window) if window is not None else None
+    fields: dict[str, Any] = {
+        "physical_id": stage.physical_id,
+        "old_properties": stage.old_properties,
+        "context": context,
+        **overrides,
+    }
+    return world.deliver(stage.request_type, stage.properties, **fields)
+
+
+def check_reason(delivery: Delivery, slot: Slot, kind: FaultKind) -> None:
+    """A FAILED reason names the failing step and the error, and stays short."""
+    reason = delivery.reason
+    assert len(reason) <= 256, reason
+    assert reason.startswith(tuple(f"{step} failed" for step in STEPS[slot.call.operation])), reason
+    code = kind.code(slot.service)
+    if code != "connection":
+        assert f"({code})" in reason, reason
+    if code == "LimitExceededException":
+        assert ("limit of open tunnels" in reason) == (slot.call.operation == "OpenTunnel"), reason
+    if kind.name == "access denied":
+        assert "access denied" in reason, reason
+
+
+def run_scenario(world: World, event: str, slot: Slot, kind: FaultKind) -> str:
+    """Fail ``slot`` with ``kind`` during ``event``; check everything; returns the outcome."""
+    stage = EVENTS[event](world)
+    world.proxies.clear()
+    armed = arm(world, slot, kind)
+    delivery = _send(world, stage, kind)
+    fired = len(world.proxies.tunnels.faulted) + len(world.proxies.secrets.faulted)
+
+    assert fired, "the fault never fired: the call was not made"
+    assert len(delivery.responses) == 1, f"{len(delivery.responses)} responses"
+    expected = expected_status(event, slot, kind)
+    assert delivery.status == expected, f"expected {expected}, got {delivery.status}: {delivery.reason}"
+    if delivery.status == "FAILED":
+        check_reason(delivery, slot, kind)
+    assert not world.orphans(referenced_after(stage, delivery)), "an unreferenced tunnel is OPEN"
+    allowed = {stage.before, delivery.physical_id, *stage.kept}
+    check_secrets_agree(world, allowed, "after the event", armed.missing)
+    check_settled(world, settle(world, stage, delivery), allowed, armed.missing)
+    return f"{delivery.status}: {delivery.reason}" if delivery.reason else delivery.status
+
+
+# --- the matrix -----------------------------------------------------------------------------
+
+
+# Backoff waits are scaled down in this matrix (attempt counts and deadlines are not): its faults
+# are counted, not timed, so waiting less changes no outcome, and the matrix runs in half the time.
+BACKOFF_SCALE = 0.2
+
+
+@pytest.fixture
+def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scale the handler's retry waits by BACKOFF_SCALE for one test."""
+    backoff = Retrier._backoff
+    monkeypatch.setattr(Retrier, "_backoff", lambda self, attempt: BACKOFF_SCALE * backoff(self, attempt))
+
+
+@pytest.mark.usefixtures("quick_backoff")
+@pytest.mark.parametrize("kind", KINDS, ids=[k.name for k in KINDS])
+@pytest.mark.parametrize("event", list(EVENTS))
+def test_every_call_of_the_event_failing_in_turn(world: World, event: str, kind: FaultKind) -> None:
+    slots = recorded_slots(world, event)
+    assert slots, "the event made no call"
+    failures = []
+    for slot in slots:
+        world.reset()
+        try:
+            with LEDGER.scenario("faults"):
+                outcome = run_scenario(world, event, slot, kind)
+            LEDGER.rows.append(("faults", f"{event} / {slot.label} / {kind.name}", outcome))
+        except AssertionError as exc:
+            LEDGER.rows.append(("faults", f"{event} / {slot.label} / {kind.name}", f"FAILED CHECK: {exc}"))
+            failures.append(f"{slot.label}: {exc}")
+    assert not failures, "\n".join(failures)
