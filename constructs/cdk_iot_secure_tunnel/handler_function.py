@@ -1,0 +1,250 @@
+"""The one ``Custom::IoTSecureTunnel`` handler function of a stack, and its least-privilege role.
+
+Every :class:`~cdk_iot_secure_tunnel.SecureTunnel` of a stack shares it: the first one creates
+it (under the stack, with the fixed construct id :data:`HANDLER_CONSTRUCT_ID`), the others find
+it. Each tunnel then widens the role's policy by exactly what it needs: its thing, its two
+secrets and, if any, its customer managed KMS key.
+
+IAM, checked against the IAM reference (Service Authorization Reference, "AWS IoT") and the IoT
+developer guide ("Controlling access to tunnels"):
+
+- ``iot:OpenTunnel`` on ``tunnel/*`` and the wired things' ARNs, only with the request tag
+  ``iot-secure-tunnel:owner`` = this stack's id (which the handler always sets). Tagging on
+  create needs no ``iot:TagResource`` (OpenTunnel lists no dependent action).
+- Rotate, describe, close, tag, untag and list tags only on tunnels whose resource tag
+  ``iot-secure-tunnel:owner`` is this stack's id: tunnels this stack opened. Rotating is also
+  allowed on the wired things' ARNs, which the developer guide lists as a resource of
+  ``iot:RotateTunnelAccessToken`` (a thing carries no owner tag, hence a separate statement).
+- ``iot:ListTunnels`` on ``*``: the IAM reference lists no resource type for it.
+- Tag and untag are denied for the reserved ``iot-secure-tunnel:`` keys (``aws:TagKeys``), so
+  the owner tag can never be moved or removed.
+- Secrets Manager on the tunnels' own secrets only; KMS only through Secrets Manager.
+- CloudWatch Logs on the function's own log group only; no managed policies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import ArnFormat, Aws, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from .acknowledgments import LIST_TUNNELS_WILDCARD, TUNNEL_WILDCARD, acknowledge, provider_wildcards
+from .bundling import HANDLER, handler_code
+from .validation import HANDLER_TAG_PREFIX, OWNER_TAG_KEY
+
+#: Construct id of the handler under its stack (the find-or-create key).
+HANDLER_CONSTRUCT_ID = "IoTSecureTunnelHandler"
+#: Environment variable that tells the handler which tunnels are its own.
+OWNER_ENV = "TUNNEL_OWNER"
+#: Work per event: a few API calls with retries on throttling, well under a minute; the rest is
+#: headroom for backoff. The handler keeps a safety margin to report before the timeout.
+HANDLER_TIMEOUT = Duration.minutes(5)
+HANDLER_MEMORY_MB = 256
+LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
+
+TUNNEL_ACTIONS = (
+    "iot:CloseTunnel",
+    "iot:DescribeTunnel",
+    "iot:ListTagsForResource",
+    "iot:RotateTunnelAccessToken",
+    "iot:TagResource",
+    "iot:UntagResource",
+)
+SECRET_ACTIONS = (
+    "secretsmanager:DescribeSecret",
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:UpdateSecretVersionStage",
+)
+#: Secrets Manager encrypts a new secret version with a data key from GenerateDataKey and reads
+#: one with Decrypt (Secrets Manager user guide, "Secret encryption and decryption").
+KEY_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey")
+
+
+class SecureTunnelHandler(Construct):
+    """The Lambda function that serves every ``Custom::IoTSecureTunnel`` resource of a stack.
+
+    Use :meth:`of` rather than the constructor: there is one per stack.
+
+    :ivar function: the handler function (Python 3.14, arm64).
+    :ivar role: its execution role (no managed policies).
+    :ivar log_group: its log group (explicit, with retention).
+    """
+
+    @classmethod
+    def of(cls, scope: Construct) -> SecureTunnelHandler:
+        """The handler of ``scope``'s stack, created on first use.
+
+        :param scope: any construct in the stack.
+        """
+        stack = Stack.of(scope)
+        existing = stack.node.try_find_child(HANDLER_CONSTRUCT_ID)
+        if existing is None:
+            return cls(stack, HANDLER_CONSTRUCT_ID)
+        if not isinstance(existing, cls):
+            raise TypeError(
+                f"Construct id {HANDLER_CONSTRUCT_ID!r} of stack {stack.node.path} is taken by a "
+                f"{type(existing).__name__}; SecureTunnel needs it for its handler function"
+            )
+        return existing
+
+    def __init__(self, scope: Construct, construct_id: str) -> None:
+        """Create the function, its role and log group. Prefer :meth:`of`.
+
+        :param scope: the stack.
+        :param construct_id: :data:`HANDLER_CONSTRUCT_ID`.
+        """
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        self._seen: set[str] = set()
+        self.log_group = logs.LogGroup(
+            self, "LogGroup", retention=LOG_RETENTION, removal_policy=RemovalPolicy.DESTROY
+        )
+        self.role = iam.Role(
+            self,
+            "ServiceRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="Custom::IoTSecureTunnel handler: opens, rotates and closes this stack's tunnels",
+        )
+        tunnels = stack.format_arn(service="iot", resource="tunnel", resource_name="*")
+        self._open = iam.PolicyStatement(
+            sid="OpenTunnelsTaggedWithThisStack",
+            actions=["iot:OpenTunnel"],
+            resources=[tunnels],
+            conditions={"StringEquals": {f"aws:RequestTag/{OWNER_TAG_KEY}": Aws.STACK_ID}},
+        )
+        self._rotate_to_things = iam.PolicyStatement(
+            sid="RotateTunnelsOfTheWiredThings", actions=["iot:RotateTunnelAccessToken"]
+        )
+        self._secrets = iam.PolicyStatement(sid="WriteTheTokenSecrets", actions=list(SECRET_ACTIONS))
+        self._keys = iam.PolicyStatement(
+            sid="EncryptTheTokenSecrets",
+            actions=list(KEY_ACTIONS),
+            conditions={"StringEquals": {"kms:ViaService": f"secretsmanager.{Aws.REGION}.amazonaws.com"}},
+        )
+        for statement in (
+            self._open,
+            iam.PolicyStatement(
+                sid="ManageTunnelsOfThisStack",
+                actions=list(TUNNEL_ACTIONS),
+                resources=[tunnels],
+                conditions={"StringEquals": {f"aws:ResourceTag/{OWNER_TAG_KEY}": Aws.STACK_ID}},
+            ),
+            iam.PolicyStatement(sid="FindTunnelsOfAThing", actions=["iot:ListTunnels"], resources=["*"]),
+            iam.PolicyStatement(
+                sid="KeepTheReservedTags",
+                effect=iam.Effect.DENY,
+                actions=["iot:TagResource", "iot:UntagResource"],
+                resources=[tunnels],
+                conditions={"ForAnyValue:StringLike": {"aws:TagKeys": f"{HANDLER_TAG_PREFIX}*"}},
+            ),
+        ):
+            self.role.add_to_principal_policy(statement)
+        self.log_group.grant_write(self.role)
+
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            description="Handler of the Custom::IoTSecureTunnel resources of this stack",
+            runtime=lambda_.Runtime.PYTHON_3_14,
+            architecture=lambda_.Architecture.ARM_64,
+            handler=HANDLER,
+            code=handler_code(),
+            timeout=HANDLER_TIMEOUT,
+            memory_size=HANDLER_MEMORY_MB,
+            role=self.role,
+            log_group=self.log_group,
+            environment={OWNER_ENV: stack.stack_id, "LOG_LEVEL": "INFO"},
+        )
+        self._acknowledge_findings()
+
+    @property
+    def service_token(self) -> str:
+        """The function ARN: the ``ServiceToken`` of the custom resources."""
+        return self.function.function_arn
+
+    def authorize(
+        self,
+        *,
+        thing_arn: str,
+        secrets: Sequence[secretsmanager.ISecret],
+        encryption_key: kms.IKey | None,
+    ) -> None:
+        """Widen the role's policy by what one tunnel needs.
+
+        :param thing_arn: ARN of the IoT thing the tunnel reaches.
+        :param secrets: the secrets the handler writes the tunnel's tokens into.
+        :param encryption_key: the secrets' customer managed KMS key, if any.
+        """
+        self._add(self._open, thing_arn)
+        self._add(self._rotate_to_things, thing_arn)
+        for secret in secrets:
+            self._add(self._secrets, secret.secret_arn)
+        if encryption_key is not None:
+            self._add(self._keys, encryption_key.key_arn)
+
+    def allow_rotation_by_secrets_manager(self) -> None:
+        """Let Secrets Manager invoke the function to rotate token secrets of this account."""
+        if self.function.node.try_find_child("SecretsManagerInvoke") is None:
+            self.function.add_permission(
+                "SecretsManagerInvoke",
+                principal=iam.ServicePrincipal("secretsmanager.amazonaws.com"),
+                source_account=Aws.ACCOUNT_ID,
+            )
+
+    def authorize_by_convention(self, *, secret_name_prefix: str) -> None:
+        """Let the handler serve tunnels declared in other stacks (the provider stack).
+
+        Tunnels: still only those this handler opened (owner tag); any thing of the account and
+        region. Secrets: only those whose name starts with ``secret_name_prefix``; customer
+        managed keys only through Secrets Manager and only for such secrets (encryption context).
+
+        :param secret_name_prefix: the documented name prefix of the token secrets, e.g.
+            ``iot-secure-tunnel/``.
+        """
+        stack = Stack.of(self)
+        things = stack.format_arn(service="iot", resource="thing", resource_name="*")
+        secrets = stack.format_arn(
+            service="secretsmanager",
+            resource="secret",
+            resource_name=f"{secret_name_prefix}*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        self._add(self._open, things)
+        self._add(self._rotate_to_things, things)
+        self._add(self._secrets, secrets)
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="EncryptTheTokenSecretsOfThePrefix",
+                actions=list(KEY_ACTIONS),
+                resources=[stack.format_arn(service="kms", resource="key", resource_name="*")],
+                conditions={
+                    "StringEquals": {"kms:ViaService": f"secretsmanager.{Aws.REGION}.amazonaws.com"},
+                    "StringLike": {"kms:EncryptionContext:SecretARN": secrets},
+                },
+            )
+        )
+        acknowledge(self.role.node.find_child("DefaultPolicy"), *provider_wildcards(secret_name_prefix))
+
+    def _add(self, statement: iam.PolicyStatement, arn: str) -> None:
+        # Statements are rendered at synth time: adding a resource here widens the statement in
+        # place. A statement enters the policy with its first resource (never empty).
+        key = f"{statement.sid}|{arn}"
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        if not statement.resources:
+            statement.add_resources(arn)
+            self.role.add_to_principal_policy(statement)
+        else:
+            statement.add_resources(arn)
+
+    def _acknowledge_findings(self) -> None:
+        policy = self.role.node.find_child("DefaultPolicy")
+        acknowledge(policy, TUNNEL_WILDCARD, LIST_TUNNELS_WILDCARD)

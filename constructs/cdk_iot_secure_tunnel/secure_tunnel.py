@@ -1,0 +1,287 @@
+"""``SecureTunnel``: an AWS IoT secure tunnel to a thing, its access tokens kept in Secrets Manager."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+from aws_cdk import (
+    CustomResource,
+    Duration,
+    RemovalPolicy,
+    SecretValue,
+    Stack,
+    Tokenization,
+)
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_iot as iot
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from .device_policy import DeviceNotifyPolicy
+from .handler_function import SecureTunnelHandler
+from .token_rotation import attach_rotation, schedule_days
+from .validation import (
+    is_unresolved,
+    lifetime_minutes,
+    validate_description,
+    validate_rotation_trigger,
+    validate_services,
+    validate_tags,
+    validate_thing_name,
+)
+
+#: CloudFormation resource type served by the handler.
+RESOURCE_TYPE = "Custom::IoTSecureTunnel"
+#: What a token secret holds until the handler writes the first tokens (never a token).
+PENDING_SECRET_VALUE = json.dumps({"status": "pending"})
+#: How long CloudFormation waits for the handler's answer before it fails the operation. The
+#: handler answers within its 5 minute timeout; this leaves room for Lambda's own retries.
+SERVICE_TIMEOUT = Duration.minutes(15)
+
+_VALUE_DESCRIPTION = (
+    "JSON with tunnelId, tunnelArn, clientMode, accessToken, region, thingName, services and "
+    "expiresAt, written by the Custom::IoTSecureTunnel handler when the tunnel opens or rotates"
+)
+
+
+class SecureTunnel(Construct):
+    """An AWS IoT secure tunnel to an IoT thing, opened by CloudFormation.
+
+    Creates a ``Custom::IoTSecureTunnel`` resource served by the stack's one handler function
+    (shared by every ``SecureTunnel`` of the stack), a Secrets Manager secret for the source
+    (operator side) access token and, unless ``create_destination_secret=False``, one for the
+    destination (device side) token. The tokens never appear in the template, outputs or logs.
+
+    Stack create opens the tunnel (after the thing exists); every stack update of the resource
+    rotates the tokens (change ``rotation_trigger`` to rotate without other changes); a change of
+    ``description`` or ``max_lifetime`` opens a new tunnel; stack delete closes it (before the
+    thing goes).
+
+    :ivar tunnel_id: the tunnel id (``Ref`` of the custom resource).
+    :ivar tunnel_arn: the tunnel ARN (``Fn::GetAtt TunnelArn``).
+    :ivar thing_name: the name of the thing the tunnel reaches.
+    :ivar source_token_secret: the secret that holds the source access token.
+    :ivar destination_token_secret: the secret that holds the destination access token, or None.
+    :ivar resource: the ``Custom::IoTSecureTunnel`` custom resource.
+    :ivar handler: the stack's handler function construct.
+    :ivar device_policy: the device's tunnel notification policy, or None.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        thing: iot.CfnThing | str,
+        services: Sequence[str],
+        description: str | None = None,
+        max_lifetime: Duration | None = None,
+        tags: Mapping[str, str] | None = None,
+        encryption_key: kms.IKey | None = None,
+        rotation_trigger: str | None = None,
+        create_destination_secret: bool = True,
+        removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
+        rotation_schedule: Duration | None = None,
+        device_policy: bool = False,
+        device_certificate_arn: str | None = None,
+    ) -> None:
+        """Open a secure tunnel to ``thing``.
+
+        :param scope: the parent construct.
+        :param construct_id: the construct id.
+        :param thing: the IoT thing to reach: an ``aws_iot.CfnThing`` (the tunnel then depends on
+            it) or the name of an existing thing (1-128 characters of ``[a-zA-Z0-9:_-]``).
+        :param services: 1 to 3 unique service names the destination's local proxy maps to local
+            ports, e.g. ``["SSH"]`` or ``["SSH", "HTTP"]`` (1-128 characters of ``[a-zA-Z0-9:_-]``).
+        :param description: tunnel description, 1-2048 characters with no control characters.
+            Changing it opens a new tunnel. Default: none.
+        :param max_lifetime: how long the tunnel stays open, in whole minutes from 1 minute to
+            12 hours; AWS closes it then. Changing it opens a new tunnel. Default: 12 hours.
+        :param tags: tags of the tunnel: at most 198 (the handler adds 2 of its own), keys of
+            1-128 and values of 0-256 letters, digits, spaces or ``_.:/=+-@``, no key starting with
+            ``aws:`` or ``iot-secure-tunnel:``. Changed in place. Default: none.
+        :param encryption_key: customer managed KMS key (a key, not an alias) for both secrets;
+            the handler may use it through Secrets Manager only. Its key policy must let IAM
+            policies of the account grant its use (the default of ``aws_kms.Key``). Default: the
+            AWS managed key of Secrets Manager (``aws/secretsmanager``).
+        :param rotation_trigger: any string; changing it rotates both tokens (tokens are
+            single-use: rotate to reconnect). Default: none.
+        :param create_destination_secret: whether to keep the destination token in a secret too
+            (AWS also sends it to the thing over MQTT, on ``$aws/things/<thing>/tunnels/notify``).
+            Default: True.
+        :param removal_policy: what happens to the secrets when they leave the stack. Default:
+            ``RemovalPolicy.DESTROY`` (the tunnel is closed then, its tokens are worthless).
+        :param rotation_schedule: rotate both token secrets automatically this often (whole days,
+            1 to 1000). Default: None: rotation only on demand (``aws secretsmanager
+            rotate-secret`` or ``secure-tunnel connect --rotate``), since a rotation revokes the
+            token of that side, which may be in use. On-demand rotation is always wired.
+        :param device_policy: create the IoT policy the device needs to receive its tunnel
+            notification (connect as the thing, subscribe to and receive from
+            ``$aws/things/<thing>/tunnels/notify``). Default: False.
+        :param device_certificate_arn: ARN of the device's certificate; the device policy is
+            attached to it (implies ``device_policy``). Default: None.
+        :raises ValueError: an argument is outside the allowed values (the message names it).
+        :raises TypeError: an argument has the wrong type.
+        """
+        if isinstance(thing, iot.CfnThing):
+            if thing.thing_name is not None:
+                validate_thing_name(thing.thing_name)
+        else:
+            validate_thing_name(thing)
+        service_names = validate_services(services)
+        validate_description(description)
+        minutes = lifetime_minutes(max_lifetime)
+        tag_items = validate_tags(tags)
+        validate_rotation_trigger(rotation_trigger)
+        rotation_days = schedule_days(rotation_schedule)
+        super().__init__(scope, construct_id)
+
+        stack = Stack.of(self)
+        if isinstance(thing, iot.CfnThing):
+            self.thing_name: str = thing.ref
+            thing_arn = thing.attr_arn
+        else:
+            self.thing_name = thing
+            thing_arn = stack.format_arn(service="iot", resource="thing", resource_name=thing)
+
+        source_secret = self._token_secret(
+            "SourceTokenSecret", "source", "operator side, for localproxy -s", encryption_key, removal_policy
+        )
+        destination_secret = (
+            self._token_secret(
+                "DestinationTokenSecret",
+                "destination",
+                "device side, for localproxy -d",
+                encryption_key,
+                removal_policy,
+            )
+            if create_destination_secret
+            else None
+        )
+        self.source_token_secret: secretsmanager.ISecret = source_secret
+        self.destination_token_secret: secretsmanager.ISecret | None = destination_secret
+        secrets = [s for s in (source_secret, destination_secret) if s is not None]
+
+        self.handler = SecureTunnelHandler.of(self)
+        self.handler.authorize(thing_arn=thing_arn, secrets=secrets, encryption_key=encryption_key)
+
+        properties: dict[str, object] = {
+            "DestinationConfig": {"ThingName": self.thing_name, "Services": list(service_names)},
+            "TimeoutConfig": {"MaxLifetimeTimeoutMinutes": _lifetime_property(minutes, max_lifetime)},
+            "SourceAccessTokenSecretArn": self.source_token_secret.secret_arn,
+        }
+        if self.destination_token_secret is not None:
+            properties["DestinationAccessTokenSecretArn"] = self.destination_token_secret.secret_arn
+        if description is not None:
+            properties["Description"] = description
+        if tag_items:
+            properties["Tags"] = [{"Key": k, "Value": v} for k, v in tag_items]
+        if rotation_trigger is not None:
+            properties["RotationTrigger"] = rotation_trigger
+
+        self.resource = CustomResource(
+            self,
+            "Resource",
+            resource_type=RESOURCE_TYPE,
+            service_token=self.handler.service_token,
+            service_timeout=SERVICE_TIMEOUT,
+            properties=properties,
+        )
+        # Opened after the thing exists and closed before it is deleted; the handler's
+        # permissions exist before the first event and stay until the last.
+        if isinstance(thing, iot.CfnThing):
+            self.resource.node.add_dependency(thing)
+        self.resource.node.add_dependency(self.handler.role)
+
+        self.tunnel_id: str = self.resource.ref
+        self.tunnel_arn: str = self.resource.get_att_string("TunnelArn")
+
+        for secret in secrets:
+            attach_rotation(secret, self.handler, self.resource, rotation_days)
+        self.device_policy: DeviceNotifyPolicy | None = (
+            DeviceNotifyPolicy(
+                self, "DevicePolicy", thing_name=self.thing_name, certificate_arn=device_certificate_arn
+            )
+            if device_policy or device_certificate_arn is not None
+            else None
+        )
+
+    def _token_secret(
+        self,
+        construct_id: str,
+        mode: str,
+        side: str,
+        encryption_key: kms.IKey | None,
+        removal_policy: RemovalPolicy,
+    ) -> secretsmanager.Secret:
+        secret = secretsmanager.Secret(
+            self,
+            construct_id,
+            description=(
+                f"Access token ({mode}; {side}) of the IoT secure tunnel {self.node.path}: "
+                f"{_VALUE_DESCRIPTION}"
+            ),
+            encryption_key=encryption_key,
+            secret_string_value=SecretValue.unsafe_plain_text(PENDING_SECRET_VALUE),
+            removal_policy=removal_policy,
+        )
+        return secret
+
+    def grant_read_source_token(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Let ``grantee`` read the source access token (GetSecretValue, DescribeSecret, and KMS
+        decrypt through Secrets Manager when a customer managed key is used).
+
+        :param grantee: the principal to grant, e.g. an operator role.
+        """
+        return self.source_token_secret.grant_read(grantee)
+
+    def grant_rotate_source_token(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Let ``grantee`` get a fresh source token: read the secret and ask Secrets Manager to
+        rotate it (``secretsmanager:RotateSecret``; the RotateSecret API also asks the caller
+        for ``lambda:InvokeFunction`` on the rotation function).
+
+        :param grantee: the principal to grant, e.g. an operator role.
+        """
+        self.grant_read_source_token(grantee)
+        # The function itself, not grant_invoke's extra "<arn>:*" (every version and alias).
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["lambda:InvokeFunction"],
+            resource_arns=[self.handler.function.function_arn],
+        )
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["secretsmanager:RotateSecret"],
+            resource_arns=[self.source_token_secret.secret_arn],
+        )
+
+    def grant_read_destination_token(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Let ``grantee`` read the destination access token.
+
+        :param grantee: the principal to grant, e.g. a device provisioning role.
+        :raises ValueError: the tunnel was created with ``create_destination_secret=False``.
+        """
+        if self.destination_token_secret is None:
+            raise ValueError(
+                "SecureTunnel has no destination token secret (create_destination_secret=False); "
+                "the device receives its token over MQTT on $aws/things/<thing>/tunnels/notify"
+            )
+        return self.destination_token_secret.grant_read(grantee)
+
+
+def _lifetime_property(minutes: int | None, max_lifetime: Duration | None) -> str:
+    """``MaxLifetimeTimeoutMinutes`` as CloudFormation delivers it (a string); a token stays one."""
+    if minutes is not None:
+        return str(minutes)
+    try:
+        token = max_lifetime.to_minutes() if max_lifetime is not None else None
+    except Exception as exc:  # jsii raises a plain error for a token of another unit
+        raise ValueError(
+            "SecureTunnel argument 'max_lifetime' must be given in minutes (Duration.minutes(...)) "
+            "when its value is a token"
+        ) from exc
+    if token is None or not is_unresolved(token):
+        raise ValueError(f"SecureTunnel argument 'max_lifetime' could not be resolved; got {max_lifetime!r}")
+    return Tokenization.stringify_number(token)

@@ -1,0 +1,150 @@
+"""Synth-time checks of :class:`~cdk_iot_secure_tunnel.SecureTunnel` arguments.
+
+The limits are those of the IoT Secure Tunneling API (botocore model ``iotsecuretunneling``) and
+of the ``Custom::IoTSecureTunnel`` handler, which adds two tags of its own to every tunnel.
+Every check raises :class:`ValueError` (or :class:`TypeError` for a wrong type) with a message
+that names the argument and the allowed values. Values that are unresolved CDK tokens are only
+known at deploy time: they are not checked here (the handler checks them then).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aws_cdk import Duration, Token
+
+#: Prefix of the tag keys the handler sets on every tunnel it opens.
+HANDLER_TAG_PREFIX = "iot-secure-tunnel:"
+#: Tag key the handler puts on every tunnel it opens (value: the owning stack's id).
+OWNER_TAG_KEY = f"{HANDLER_TAG_PREFIX}owner"
+#: Tag key prefixes that users may not set: AWS's own, and the handler's.
+RESERVED_TAG_PREFIXES = ("aws:", HANDLER_TAG_PREFIX)
+#: The API accepts 200 tags on a tunnel; the handler adds its two own.
+MAX_USER_TAGS = 198
+#: A tunnel multiplexes at most three services (localproxy docs/MULTIPLEXING.md).
+MAX_SERVICES = 3
+MIN_LIFETIME_MINUTES = 1
+MAX_LIFETIME_MINUTES = 720
+MAX_DESCRIPTION_LENGTH = 2048
+
+_NAME_RE = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
+_NAME_RULE = "1-128 characters of [a-zA-Z0-9:_-]"
+_TAG_PUNCTUATION = frozenset("_.:/=+-@")
+_TAG_TEXT_RULE = "letters, digits, spaces or _.:/=+-@"
+
+
+def is_unresolved(value: Any) -> bool:
+    """Whether ``value`` is (or contains) a CDK token that only resolves at deploy time."""
+    if isinstance(value, Duration):
+        return bool(value.is_unresolved())
+    return bool(Token.is_unresolved(value))
+
+
+def _fail(argument: str, rule: str, value: Any) -> ValueError:
+    return ValueError(f"SecureTunnel argument '{argument}' must be {rule}; got {value!r}")
+
+
+def validate_thing_name(name: str) -> None:
+    """The thing name, as IoT Secure Tunneling accepts it: 1-128 characters of ``[a-zA-Z0-9:_-]``."""
+    if not isinstance(name, str):
+        raise TypeError(
+            f"SecureTunnel argument 'thing' must be an aws_iot.CfnThing or a thing name; got {name!r}"
+        )
+    if is_unresolved(name):
+        return
+    if not _NAME_RE.fullmatch(name):
+        raise _fail("thing", f"a thing name of {_NAME_RULE}", name)
+
+
+def validate_services(services: Sequence[str]) -> tuple[str, ...]:
+    """1 to 3 unique service names (e.g. ``SSH``, ``RDP``, ``HTTP``) of 1-128 ``[a-zA-Z0-9:_-]``."""
+    rule = f"a list of 1 to {MAX_SERVICES} unique service names of {_NAME_RULE} (e.g. ['SSH'])"
+    if isinstance(services, str | bytes) or not isinstance(services, Sequence):
+        raise _fail("services", rule, services)
+    names = tuple(services)
+    if is_unresolved(list(names)):  # a list token, e.g. a CommaDelimitedList parameter
+        return names
+    if not 1 <= len(names) <= MAX_SERVICES:
+        raise _fail("services", rule, list(names))
+    for name in names:
+        if not isinstance(name, str):
+            raise _fail("services", rule, list(names))
+        if not is_unresolved(name) and not _NAME_RE.fullmatch(name):
+            raise _fail("services", rule, list(names))
+    if len(set(names)) != len(names):
+        raise _fail("services", rule, list(names))
+    return names
+
+
+def has_control_character(text: str) -> bool:
+    """Whether ``text`` has a character of Unicode category C (what ``[^\\p{C}]`` rejects)."""
+    return any(unicodedata.category(ch).startswith("C") for ch in text)
+
+
+def validate_description(description: str | None) -> None:
+    """1-2048 characters, no control (Unicode category C) characters."""
+    if description is None or is_unresolved(description):
+        return
+    rule = f"1-{MAX_DESCRIPTION_LENGTH} characters with no control characters"
+    if not isinstance(description, str):
+        raise _fail("description", rule, description)
+    if not 1 <= len(description) <= MAX_DESCRIPTION_LENGTH or has_control_character(description):
+        shown = description if len(description) <= 80 else f"{description[:40]}... ({len(description)} chars)"
+        raise _fail("description", rule, shown)
+
+
+def lifetime_minutes(max_lifetime: Duration | None) -> int | None:
+    """The tunnel lifetime in whole minutes, 1 to 720 (12 hours); None when it is a token."""
+    if max_lifetime is None:
+        return MAX_LIFETIME_MINUTES
+    rule = (
+        f"a Duration of whole minutes from {MIN_LIFETIME_MINUTES} minute "
+        f"to {MAX_LIFETIME_MINUTES // 60} hours (e.g. Duration.hours(2))"
+    )
+    if not isinstance(max_lifetime, Duration):
+        raise _fail("max_lifetime", rule, max_lifetime)
+    if is_unresolved(max_lifetime):
+        return None
+    seconds = float(max_lifetime.to_seconds(integral=False))
+    if seconds % 60 != 0 or not MIN_LIFETIME_MINUTES * 60 <= seconds <= MAX_LIFETIME_MINUTES * 60:
+        raise _fail("max_lifetime", rule, max_lifetime.to_human_string())
+    return int(seconds // 60)
+
+
+def _is_tag_text(text: str) -> bool:
+    # The API's pattern is [\p{L}\p{Z}\p{N}_.:/=+\-@]*; Python's re has no \p classes.
+    return all(ch in _TAG_PUNCTUATION or unicodedata.category(ch)[0] in "LZN" for ch in text)
+
+
+def validate_tags(tags: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    """At most 198 tags; keys 1-128 and values 0-256 characters of letters, digits, spaces or
+    ``_.:/=+-@``; no key starting with ``aws:`` or ``iot-secure-tunnel:``. Sorted by key."""
+    if tags is None:
+        return ()
+    if not isinstance(tags, Mapping):
+        raise _fail("tags", "a mapping of tag keys to values", tags)
+    if len(tags) > MAX_USER_TAGS:
+        rule = f"at most {MAX_USER_TAGS} tags (the handler adds 2 of the API's 200)"
+        raise _fail("tags", rule, f"{len(tags)} tags")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not (
+            is_unresolved(key) or (1 <= len(key) <= 128 and _is_tag_text(key))
+        ):
+            raise _fail("tags", f"a mapping whose keys are 1-128 {_TAG_TEXT_RULE}", key)
+        if not is_unresolved(key) and key.lower().startswith(RESERVED_TAG_PREFIXES):
+            reserved = " or ".join(repr(p) for p in RESERVED_TAG_PREFIXES)
+            raise _fail("tags", f"a mapping with no key starting with {reserved} (reserved)", key)
+        if not isinstance(value, str) or not (
+            is_unresolved(value) or (len(value) <= 256 and _is_tag_text(value))
+        ):
+            raise _fail("tags", f"a mapping whose values are 0-256 {_TAG_TEXT_RULE}", {key: value})
+    return tuple(sorted(tags.items()))
+
+
+def validate_rotation_trigger(rotation_trigger: str | None) -> None:
+    """Any string (changing it rotates the tokens); None for none."""
+    if rotation_trigger is not None and not isinstance(rotation_trigger, str):
+        raise _fail("rotation_trigger", "a string (change it to rotate the tokens)", rotation_trigger)

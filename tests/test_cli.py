@@ -1,0 +1,337 @@
+"""The ``secure-tunnel`` CLI against the rig, with a stand-in ``localproxy`` that records its run.
+
+The CLI runs as its own process (it replaces itself with localproxy), with the rig's endpoints in
+its environment; its ``--rotate`` goes over the wire to moto, whose RotateSecret runs the handler
+(tests/rig/secrets_rotation.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from cdk_iot_secure_tunnel import cli
+from tests.conftest import tunnel_id_of
+from tests.rig.harness import REGION, Handler, Rig
+from tests.rig.secrets_rotation import FUNCTION_ARN, SecretsManagerRotation
+
+# Run as a file, not as the package: the CLI must not depend on what the package's __init__ imports.
+CLI = Path(cli.__file__)
+RUN_CLI = (
+    "import runpy, sys; sys.argv[0] = 'secure-tunnel'; runpy.run_path(sys.argv.pop(1), run_name='__main__')"
+)
+
+
+@dataclass
+class Run:
+    """One run of the CLI: exit code, output, and what the stand-in localproxy recorded."""
+
+    code: int
+    stdout: str
+    stderr: str
+    localproxy: dict[str, Any] | None
+
+    @property
+    def error(self) -> str:
+        """The one line of stderr a failure gives."""
+        lines = self.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in self.stderr, self.stderr
+        assert lines[0].startswith("secure-tunnel: ")
+        return lines[0]
+
+
+@dataclass
+class Operator:
+    """The operator's machine: PATH with (or without) the stand-in localproxy, and the CLI."""
+
+    rig: Rig
+    tmp_path: Path
+    bin_dir: Path
+    record: Path
+
+    def connect(self, *args: str, localproxy_on_path: bool = True, env: dict[str, str] | None = None) -> Run:
+        path = os.environ["PATH"]
+        environment = {
+            **os.environ,
+            "PATH": f"{self.bin_dir}{os.pathsep}{path}" if localproxy_on_path else path,
+        }
+        environment.update(env or {})
+        self.record.unlink(missing_ok=True)
+        done = subprocess.run(
+            [sys.executable, "-c", RUN_CLI, str(CLI), "connect", *args],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        recorded = json.loads(self.record.read_text()) if self.record.exists() else None
+        run = Run(done.returncode, done.stdout, done.stderr, recorded)
+        # Whatever happened, no issued token is in the CLI's stderr (stdout only on --print-env).
+        outputs = [run.stderr] if "--print-env" in args else [run.stderr, run.stdout]
+        assert not [t for t in self.rig.tunnels.issued_tokens for o in outputs if t in o], "token in output"
+        return run
+
+
+@pytest.fixture
+def operator(rig: Rig, tmp_path: Path) -> Operator:
+    """A stand-in localproxy first on PATH that records its argv and environment, then exits."""
+    bin_dir, record = tmp_path / "bin", tmp_path / "localproxy-run.json"
+    bin_dir.mkdir()
+    script = bin_dir / "localproxy"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"with open({str(record)!r}, 'w') as f:\n"
+        "    json.dump({'argv': sys.argv, 'env': dict(os.environ)}, f)\n"
+    )
+    script.chmod(0o755)
+    return Operator(rig, tmp_path, bin_dir, record)
+
+
+@pytest.fixture
+def rotation(handler: Handler, monkeypatch: pytest.MonkeyPatch) -> SecretsManagerRotation:
+    service = SecretsManagerRotation(handler)
+    service.install(monkeypatch)
+    return service
+
+
+def _deploy(rig: Rig, handler: Handler, **props: Any) -> str:
+    return tunnel_id_of(rig.send(handler, "Create", rig.properties(**props)))
+
+
+def test_connect_gives_localproxy_the_token_in_its_environment_only(
+    rig: Rig, handler: Handler, operator: Operator
+) -> None:
+    _deploy(rig, handler, DestinationConfig={"ThingName": "demo-device", "Services": ["SSH", "HTTP"]})
+    token = rig.secret(rig.source_secret)["accessToken"]
+    run = operator.connect(
+        "--secret-id", rig.source_secret, "-s", "SSH=5555", "-s", "HTTP=8080", "--", "-v", "5"
+    )
+
+    assert run.code == 0, run.stderr
+    assert run.localproxy is not None, "localproxy ran"
+    assert run.localproxy["env"][cli.TOKEN_VARIABLE] == token
+    argv = run.localproxy["argv"]
+    assert argv == [str(operator.bin_dir / "localproxy"), "-r", REGION, "-s", "SSH=5555,HTTP=8080", "-v", "5"]
+    assert not any(token in arg for arg in argv), "the token is never on the command line"
+    assert run.stdout == "" and run.stderr == ""
+
+
+def test_connect_by_secret_name_with_the_default_port(rig: Rig, handler: Handler, operator: Operator) -> None:
+    _deploy(rig, handler)
+    run = operator.connect("--secret-id", "tunnel/source")
+
+    assert run.code == 0, run.stderr
+    assert run.localproxy is not None
+    assert run.localproxy["argv"][1:] == ["-r", REGION, "-s", cli.DEFAULT_PORT]
+    assert run.localproxy["env"][cli.TOKEN_VARIABLE] == rig.secret(rig.source_secret)["accessToken"]
+
+
+def test_rotate_connects_with_a_fresh_token(
+    rig: Rig, handler: Handler, operator: Operator, rotation: SecretsManagerRotation
+) -> None:
+    _deploy(rig, handler)
+    rig.secrets.rotate_secret(
+        SecretId=rig.source_secret, RotationLambdaARN=FUNCTION_ARN, RotateImmediately=False
+    )
+    before = rig.secret(rig.source_secret)["accessToken"]
+    destination = rig.secret(rig.destination_secret)["accessToken"]
+    run = operator.connect("--secret-id", rig.source_secret, "--rotate")
+
+    assert run.code == 0, run.stderr
+    assert rotation.failures == [] and [e["Step"] for e in rotation.invocations][-1] == "finishSecret"
+    assert run.localproxy is not None
+    fresh = run.localproxy["env"][cli.TOKEN_VARIABLE]
+    assert fresh != before and fresh == rig.secret(rig.source_secret)["accessToken"]
+    assert rig.tunnels.is_token_valid(fresh) and not rig.tunnels.is_token_valid(before)
+    assert rig.tunnels.is_token_valid(destination), "the device keeps its token"
+    # Reconnect: every --rotate gives the next token.
+    again = operator.connect("--secret-id", rig.source_secret, "--rotate")
+    assert again.localproxy is not None and again.localproxy["env"][cli.TOKEN_VARIABLE] not in (fresh, before)
+
+
+def test_rotate_after_a_failed_rotation_waits_for_the_retried_one(
+    rig: Rig, handler: Handler, operator: Operator, rotation: SecretsManagerRotation
+) -> None:
+    _deploy(rig, handler)
+    rig.tunnels.inject("RotateTunnelAccessToken", "AccessDeniedException", 403)
+    rig.secrets.rotate_secret(SecretId=rig.source_secret, RotationLambdaARN=FUNCTION_ARN)
+    assert rotation.failures, "the first rotation failed half-way"
+    before = rig.secret(rig.source_secret)["accessToken"]
+    # Secrets Manager answers "previous rotation isn't complete" and retries that rotation.
+    run = operator.connect("--secret-id", rig.source_secret, "--rotate")
+
+    assert run.code == 0, run.stderr
+    assert run.localproxy is not None
+    fresh = run.localproxy["env"][cli.TOKEN_VARIABLE]
+    assert fresh != before and rig.tunnels.is_token_valid(fresh)
+
+
+def test_print_env_prints_the_export_and_the_command_and_needs_no_localproxy(
+    rig: Rig, handler: Handler, operator: Operator
+) -> None:
+    _deploy(rig, handler)
+    token = rig.secret(rig.source_secret)["accessToken"]
+    run = operator.connect(
+        "--secret-id", rig.source_secret, "-s", "5555", "--print-env", localproxy_on_path=False
+    )
+
+    assert run.code == 0, run.stderr
+    assert run.localproxy is None, "nothing was run"
+    export, command = run.stdout.splitlines()
+    assert shlex.split(export) == ["export", f"{cli.TOKEN_VARIABLE}={token}"]
+    assert shlex.split(command) == ["localproxy", "-r", REGION, "-s", "5555"]
+    assert token not in command and run.stderr == ""
+
+
+def test_missing_localproxy_fails_before_anything_is_rotated(
+    rig: Rig, handler: Handler, operator: Operator, rotation: SecretsManagerRotation
+) -> None:
+    _deploy(rig, handler)
+    rig.secrets.rotate_secret(
+        SecretId=rig.source_secret, RotationLambdaARN=FUNCTION_ARN, RotateImmediately=False
+    )
+    run = operator.connect("--secret-id", rig.source_secret, "--rotate", localproxy_on_path=False)
+
+    assert run.code == cli.EXIT_NO_LOCALPROXY
+    assert "'localproxy' is not on PATH" in run.error and "--localproxy PATH" in run.error
+    assert rotation.invocations == [] and rig.tunnels.call_count("RotateTunnelAccessToken") == 0
+    missing = operator.connect("--secret-id", rig.source_secret, "--localproxy", "/nonexistent/localproxy")
+    assert missing.code == cli.EXIT_NO_LOCALPROXY and "is not executable" in missing.error
+
+
+def _close(rig: Rig, tunnel_id: str, how: str) -> None:
+    if how == "expired":
+        # The document says the tunnel's lifetime is over: no API call is needed to know.
+        document = {**rig.secret(rig.source_secret), "expiresAt": "2020-01-01T00:00:00Z"}
+        rig.secrets.put_secret_value(SecretId=rig.source_secret, SecretString=json.dumps(document))
+    elif how == "closed":
+        rig.tunnels.expire(tunnel_id)
+    else:
+        client = boto3.client("iotsecuretunneling", endpoint_url=rig.tunnels.endpoint_url, region_name=REGION)
+        client.close_tunnel(tunnelId=tunnel_id, delete=True)
+
+
+@pytest.mark.parametrize(
+    ("how", "says"),
+    [
+        ("expired", "expired at 2020-01-01T00:00:00Z"),
+        ("closed", "is CLOSED"),
+        ("deleted", "no longer exists"),
+    ],
+)
+def test_a_closed_tunnel_fails_with_what_to_do(
+    rig: Rig, handler: Handler, operator: Operator, how: str, says: str
+) -> None:
+    tunnel_id = _deploy(rig, handler)
+    _close(rig, tunnel_id, how)
+    run = operator.connect("--secret-id", rig.source_secret, "--rotate")
+
+    assert run.code == cli.EXIT_TUNNEL_CLOSED
+    assert f"tunnel {tunnel_id} {says}" in run.error and "update the stack to open a new tunnel" in run.error
+    assert run.localproxy is None and rig.tunnels.call_count("RotateTunnelAccessToken") == 0
+
+
+def test_a_secret_without_a_token_yet(rig: Rig, operator: Operator) -> None:
+    run = operator.connect("--secret-id", rig.source_secret)
+
+    assert run.code == cli.EXIT_NO_TOKEN
+    assert "holds no tunnel token yet" in run.error and "deploy the stack" in run.error
+
+
+def test_the_destination_secret_is_refused(rig: Rig, handler: Handler, operator: Operator) -> None:
+    _deploy(rig, handler)
+    run = operator.connect("--secret-id", rig.destination_secret)
+
+    assert run.code == cli.EXIT_USAGE and "holds the destination token" in run.error
+
+
+@pytest.mark.parametrize(
+    ("mapping", "says"),
+    [
+        ("SSH=", "bad -s value 'SSH='"),
+        ("RDP=3389", "names service 'RDP'; the tunnel has SSH"),
+        ("a b", "bad -s"),
+    ],
+)
+def test_a_bad_port_mapping_is_refused(
+    rig: Rig, handler: Handler, operator: Operator, mapping: str, says: str
+) -> None:
+    _deploy(rig, handler)
+    run = operator.connect("--secret-id", rig.source_secret, "-s", mapping)
+
+    assert run.code == cli.EXIT_USAGE and says in run.error and run.localproxy is None
+
+
+def test_a_multi_service_tunnel_needs_a_mapping(rig: Rig, handler: Handler, operator: Operator) -> None:
+    _deploy(rig, handler, DestinationConfig={"ThingName": "demo-device", "Services": ["SSH", "HTTP"]})
+    run = operator.connect("--secret-id", rig.source_secret)
+
+    assert run.code == cli.EXIT_USAGE and "-s SSH=5555,HTTP=5556" in run.error
+
+
+def test_an_unknown_secret(operator: Operator) -> None:
+    run = operator.connect("--secret-id", "tunnel/nope")
+
+    assert run.code == cli.EXIT_ERROR and "no such secret" in run.error
+
+
+def test_a_rotation_that_does_not_finish_times_out_and_says_where_to_look(
+    rig: Rig, handler: Handler, operator: Operator, rotation: SecretsManagerRotation
+) -> None:
+    _deploy(rig, handler)
+    rig.secrets.rotate_secret(
+        SecretId=rig.source_secret, RotationLambdaARN=FUNCTION_ARN, RotateImmediately=False
+    )
+    rig.tunnels.inject("RotateTunnelAccessToken", "AccessDeniedException", 403)
+    run = operator.connect("--secret-id", rig.source_secret, "--rotate", "--rotate-timeout", "1")
+
+    assert run.code == cli.EXIT_ROTATION_TIMEOUT
+    assert "did not finish within 1 s" in run.error and "/aws/lambda/secure-tunnel-handler" in run.error
+    assert run.localproxy is None
+    assert rotation.failures and rotation.failures[0][0] == "createSecret"
+
+
+@pytest.fixture
+def denied_identity(rig: Rig) -> Iterator[dict[str, str]]:
+    """Credentials of an IAM user with no permissions, with moto enforcing IAM meanwhile."""
+    iam = boto3.client("iam", endpoint_url=rig.moto_url, region_name=REGION)
+    iam.create_user(UserName="operator")
+    key = iam.create_access_key(UserName="operator")["AccessKey"]
+    _moto_auth(rig, "0")
+    try:
+        yield {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+    finally:
+        _moto_auth(rig, "inf")
+
+
+def _moto_auth(rig: Rig, after_requests: str) -> None:
+    """moto checks IAM on every request after ``after_requests`` requests ("inf": never)."""
+    request = urllib.request.Request(  # noqa: S310 - the loopback moto server
+        f"{rig.moto_url}/moto-api/reset-auth",
+        data=after_requests.encode(),
+        method="POST",
+        headers={"Content-Type": "text/plain"},  # a form body would be parsed away
+    )
+    urllib.request.urlopen(request).close()  # noqa: S310 - the loopback moto server
+
+
+def test_access_denied(
+    rig: Rig, handler: Handler, operator: Operator, denied_identity: dict[str, str]
+) -> None:
+    run = operator.connect("--secret-id", rig.source_secret, env={**denied_identity, "AWS_SESSION_TOKEN": ""})
+
+    assert run.code == cli.EXIT_ACCESS_DENIED
+    assert "access denied reading secret" in run.error and "secretsmanager:GetSecretValue" in run.error

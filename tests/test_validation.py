@@ -1,0 +1,162 @@
+"""Synth-time validation of SecureTunnel arguments: each bad value fails with a ValueError (or a
+TypeError for a wrong type) whose message names the argument and the allowed values; good
+values at the limits pass; unresolved tokens are left to the handler."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_iot as iot
+
+from cdk_iot_secure_tunnel import SecureTunnel
+from cdk_iot_secure_tunnel.validation import has_control_character
+
+
+@pytest.fixture(scope="module")
+def stack() -> cdk.Stack:
+    """One stack for every case: a rejected SecureTunnel adds nothing to it."""
+    return cdk.Stack(cdk.App(context={"aws:cdk:bundling-stacks": []}), "Validation")
+
+
+_counter: Iterator[int] = iter(range(1_000_000))
+
+
+def tunnel(stack: cdk.Stack, **overrides: Any) -> SecureTunnel:
+    arguments: dict[str, Any] = {"thing": "device-1", "services": ["SSH"], **overrides}
+    return SecureTunnel(stack, f"Tunnel{next(_counter)}", **arguments)
+
+
+BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
+    # (case id, arguments, the rule the message must state)
+    ("thing-empty", {"thing": ""}, "1-128 characters of [a-zA-Z0-9:_-]"),
+    ("thing-space", {"thing": "my device"}, "1-128 characters of [a-zA-Z0-9:_-]"),
+    ("thing-129-chars", {"thing": "d" * 129}, "1-128 characters of [a-zA-Z0-9:_-]"),
+    ("thing-slash", {"thing": "site/device"}, "1-128 characters of [a-zA-Z0-9:_-]"),
+    ("services-empty", {"services": []}, "1 to 3 unique service names"),
+    ("services-four", {"services": ["SSH", "RDP", "HTTP", "VNC"]}, "1 to 3 unique service names"),
+    ("services-duplicate", {"services": ["SSH", "SSH"]}, "1 to 3 unique service names"),
+    ("services-bad-char", {"services": ["SSH 22"]}, "[a-zA-Z0-9:_-]"),
+    ("services-empty-name", {"services": [""]}, "1-128 characters"),
+    ("services-long-name", {"services": ["S" * 129]}, "1-128 characters"),
+    ("services-a-string", {"services": "SSH"}, "a list of 1 to 3"),
+    ("services-not-strings", {"services": [22]}, "service names"),
+    ("description-empty", {"description": ""}, "1-2048 characters with no control characters"),
+    ("description-2049", {"description": "d" * 2049}, "1-2048 characters"),
+    ("description-newline", {"description": "line one\nline two"}, "no control characters"),
+    ("description-tab", {"description": "a\tb"}, "no control characters"),
+    ("description-zero-width", {"description": "a\u200bb"}, "no control characters"),
+    ("description-not-text", {"description": 42}, "1-2048 characters"),
+    ("lifetime-zero", {"max_lifetime": cdk.Duration.minutes(0)}, "from 1 minute to 12 hours"),
+    ("lifetime-59-seconds", {"max_lifetime": cdk.Duration.seconds(59)}, "from 1 minute to 12 hours"),
+    ("lifetime-721-minutes", {"max_lifetime": cdk.Duration.minutes(721)}, "from 1 minute to 12 hours"),
+    ("lifetime-13-hours", {"max_lifetime": cdk.Duration.hours(13)}, "from 1 minute to 12 hours"),
+    ("lifetime-2-days", {"max_lifetime": cdk.Duration.days(2)}, "from 1 minute to 12 hours"),
+    ("lifetime-90-seconds", {"max_lifetime": cdk.Duration.seconds(90)}, "whole minutes"),
+    ("lifetime-an-int", {"max_lifetime": 60}, "a Duration"),
+    ("tags-199", {"tags": {f"k{i}": "v" for i in range(199)}}, "at most 198 tags"),
+    ("tags-empty-key", {"tags": {"": "v"}}, "keys are 1-128"),
+    ("tags-long-key", {"tags": {"k" * 129: "v"}}, "keys are 1-128"),
+    ("tags-bad-key-char", {"tags": {"team#1": "v"}}, "letters, digits, spaces or _.:/=+-@"),
+    ("tags-long-value", {"tags": {"team": "v" * 257}}, "values are 0-256"),
+    ("tags-bad-value-char", {"tags": {"team": "a;b"}}, "values are 0-256"),
+    ("tags-aws-prefix", {"tags": {"aws:team": "v"}}, "no key starting with 'aws:'"),
+    ("tags-aws-prefix-upper", {"tags": {"AWS:team": "v"}}, "no key starting with 'aws:'"),
+    ("tags-owner-key", {"tags": {"iot-secure-tunnel:owner": "me"}}, "'iot-secure-tunnel:'"),
+    ("tags-request-id-key", {"tags": {"iot-secure-tunnel:request-id": "x"}}, "'iot-secure-tunnel:'"),
+    ("tags-not-a-mapping", {"tags": [("team", "v")]}, "a mapping"),
+    ("tags-value-not-text", {"tags": {"team": 1}}, "values are 0-256"),
+    ("rotation-trigger-not-text", {"rotation_trigger": 7}, "a string"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "rule"), [c[1:] for c in BAD_VALUES], ids=[c[0] for c in BAD_VALUES])
+def test_bad_value_fails_at_synth_naming_the_argument_and_the_rule(
+    stack: cdk.Stack, arguments: dict[str, Any], rule: str
+) -> None:
+    (argument,) = arguments
+    with pytest.raises(ValueError, match=re.escape(f"SecureTunnel argument '{argument}' must be")) as failure:
+        tunnel(stack, **arguments)
+    assert rule in str(failure.value)
+    assert len(stack.node.children) == 0, "a rejected SecureTunnel must add nothing to the stack"
+
+
+def test_bad_thing_name_on_a_cfn_thing_fails_too(stack: cdk.Stack) -> None:
+    scratch = cdk.Stack(cdk.App(context={"aws:cdk:bundling-stacks": []}), "Scratch")
+    thing = iot.CfnThing(scratch, "Thing", thing_name="no spaces allowed")
+    with pytest.raises(ValueError, match="SecureTunnel argument 'thing' must be a thing name of 1-128"):
+        tunnel(scratch, thing=thing)
+
+
+def test_thing_of_a_wrong_type_fails(stack: cdk.Stack) -> None:
+    with pytest.raises(
+        TypeError,
+        match=re.escape("SecureTunnel argument 'thing' must be an aws_iot.CfnThing or a thing name"),
+    ):
+        tunnel(stack, thing=42)
+
+
+GOOD_VALUES: list[tuple[str, dict[str, Any]]] = [
+    ("thing-128-chars", {"thing": "d" * 128}),
+    ("thing-all-allowed-chars", {"thing": "Site_01:gw-7"}),
+    ("three-services", {"services": ["SSH", "RDP", "HTTP_8080"]}),
+    ("service-128-chars", {"services": ["s" * 128]}),
+    ("services-tuple", {"services": ("SSH",)}),
+    ("description-2048-unicode", {"description": "Zugang f\u00fcr Wartung \u2013 \u00fc " + "x" * 2025}),
+    ("lifetime-1-minute", {"max_lifetime": cdk.Duration.minutes(1)}),
+    ("lifetime-60-seconds", {"max_lifetime": cdk.Duration.seconds(60)}),
+    ("lifetime-12-hours", {"max_lifetime": cdk.Duration.hours(12)}),
+    ("lifetime-720-minutes", {"max_lifetime": cdk.Duration.minutes(720)}),
+    ("tags-198", {"tags": {f"k{i}": "v" for i in range(198)}}),
+    ("tags-limits", {"tags": {"k" * 128: "v" * 256, "empty": "", "Grüße": "a b_.:/=+-@"}}),
+    ("rotation-trigger", {"rotation_trigger": "2024-06-01T00:00:00Z"}),
+    ("no-destination-secret", {"create_destination_secret": False}),
+]
+
+
+@pytest.mark.parametrize("arguments", [c[1] for c in GOOD_VALUES], ids=[c[0] for c in GOOD_VALUES])
+def test_values_at_the_limits_are_accepted(arguments: dict[str, Any]) -> None:
+    scratch = cdk.Stack(cdk.App(context={"aws:cdk:bundling-stacks": []}), "Scratch")
+    created = tunnel(scratch, **arguments)
+    assert created.tunnel_id
+
+
+def test_unresolved_tokens_are_not_validated_at_synth() -> None:
+    scratch = cdk.Stack(cdk.App(context={"aws:cdk:bundling-stacks": []}), "Scratch")
+    text = cdk.CfnParameter(scratch, "Text", type="String").value_as_string
+    number = cdk.CfnParameter(scratch, "Number", type="Number").value_as_number
+    names = cdk.CfnParameter(scratch, "Names", type="CommaDelimitedList").value_as_list
+    created = tunnel(
+        scratch,
+        thing=text,
+        services=names,
+        description=text,
+        max_lifetime=cdk.Duration.minutes(number),
+        tags={"team": text, text: "value"},
+        rotation_trigger=text,
+    )
+    assert created.tunnel_id
+
+
+def test_a_token_lifetime_must_be_in_minutes() -> None:
+    scratch = cdk.Stack(cdk.App(context={"aws:cdk:bundling-stacks": []}), "Scratch")
+    hours = cdk.CfnParameter(scratch, "Hours", type="Number").value_as_number
+    with pytest.raises(ValueError, match=r"SecureTunnel argument 'max_lifetime' must be given in minutes"):
+        tunnel(scratch, max_lifetime=cdk.Duration.hours(hours))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("plain text", False),
+        ("tab\t", True),
+        ("bell\x07", True),
+        ("rtl\u202e", True),
+        ("unassigned\U000e0080", True),
+    ],
+)
+def test_control_characters_are_unicode_category_c(text: str, expected: bool) -> None:
+    assert has_control_character(text) is expected
