@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup synth test lint typecheck unit clean
+.PHONY: setup synth deploy test lint typecheck unit clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -26,6 +26,11 @@ synth: setup
 	@echo "CloudFormation templates written to: $(CURDIR)/cdk.out"
 	@ls -1 cdk.out/*.template.json
 
+# Needs AWS credentials. STACKS: which stacks; CDK_ARGS: e.g. -c thing_name=my-device.
+STACKS ?= IoTSecureTunnelDemo
+deploy: setup
+	cdk deploy $(STACKS) $(CDK_ARGS)
+
 lint: setup
 	ruff check .
 	ruff format --check .
@@ -40,3 +45,13 @@ test: lint typecheck unit
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out .pytest_cache .mypy_cache .ruff_cache
+
+# Reliability evidence (docs/reliability.md): every AWS call of every lifecycle event failing,
+# CloudFormation's side failing, duplicates, bad input, load and token leaks, against the real
+# handler on the local rig. Prints the summary table; fails if a scenario fails, a tunnel is left
+# open that CloudFormation does not reference, or a token leaks. Every scenario's outcome is
+# written to build/reliability-report.md.
+.PHONY: reliability
+reliability: setup
+	@mkdir -p build
+	RELIABILITY_REPORT=$(CURDIR)/build/reliability-report.md pytest tests/reliability -q
