@@ -15,7 +15,12 @@ from tests.cdk_helpers import (
     resource_types,
     resources_of_type,
 )
-from tests.test_construct import DOCUMENTED_PARLIAMENT_FINDINGS, TUNNELS, VIA_SECRETS_MANAGER, normalized
+from tests.test_construct import (
+    DOCUMENTED_PARLIAMENT_FINDINGS,
+    VIA_SECRETS_MANAGER,
+    handler_statements,
+    normalized,
+)
 
 pytest_plugins = ["tests.synth_fixtures"]
 
@@ -66,58 +71,11 @@ def test_example_templates_import_the_exported_name() -> None:
 def test_provider_policy_is_scoped_by_owner_tag_and_secret_prefix(cli_assembly: Assembly) -> None:
     template = _template(cli_assembly)
     (log_group,) = resources_of_type(template, "AWS::Logs::LogGroup")
-    expected: list[dict[str, Any]] = [
-        {
-            "Sid": "OpenTunnelsTaggedWithThisStack",
-            "Effect": "Allow",
-            "Action": "iot:OpenTunnel",
-            "Resource": [TUNNELS, THINGS],
-            "Condition": {"StringEquals": {"aws:RequestTag/iot-secure-tunnel:owner": OWNER}},
-        },
-        {
-            "Sid": "ManageTunnelsOfThisStack",
-            "Effect": "Allow",
-            "Action": [
-                "iot:CloseTunnel",
-                "iot:DescribeTunnel",
-                "iot:ListTagsForResource",
-                "iot:RotateTunnelAccessToken",
-                "iot:TagResource",
-                "iot:UntagResource",
-            ],
-            "Resource": TUNNELS,
-            "Condition": {"StringEquals": {"aws:ResourceTag/iot-secure-tunnel:owner": OWNER}},
-        },
-        {"Sid": "FindTunnelsOfAThing", "Effect": "Allow", "Action": "iot:ListTunnels", "Resource": "*"},
-        {
-            "Sid": "KeepTheReservedTags",
-            "Effect": "Deny",
-            "Action": ["iot:TagResource", "iot:UntagResource"],
-            "Resource": TUNNELS,
-            "Condition": {"ForAnyValue:StringLike": {"aws:TagKeys": "iot-secure-tunnel:*"}},
-        },
-        {
-            "Effect": "Allow",
-            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": {"Fn::GetAtt": [log_group, "Arn"]},
-        },
-        {
-            "Sid": "RotateTunnelsOfTheWiredThings",
-            "Effect": "Allow",
-            "Action": "iot:RotateTunnelAccessToken",
-            "Resource": THINGS,
-        },
-        {
-            "Sid": "WriteTheTokenSecrets",
-            "Effect": "Allow",
-            "Action": [
-                "secretsmanager:DescribeSecret",
-                "secretsmanager:GetSecretValue",
-                "secretsmanager:PutSecretValue",
-                "secretsmanager:UpdateSecretVersionStage",
-            ],
-            "Resource": PREFIXED_SECRETS,
-        },
+    # The construct's statements with every thing, and the secrets of the documented prefix.
+    expected = handler_statements([THINGS], [], log_group)
+    (secrets,) = (st for st in expected if st.get("Sid") == "WriteTheTokenSecrets")
+    secrets["Resource"] = PREFIXED_SECRETS
+    expected.append(
         {
             "Sid": "EncryptTheTokenSecretsOfThePrefix",
             "Effect": "Allow",
@@ -127,8 +85,8 @@ def test_provider_policy_is_scoped_by_owner_tag_and_secret_prefix(cli_assembly: 
                 "StringEquals": {"kms:ViaService": VIA_SECRETS_MANAGER},
                 "StringLike": {"kms:EncryptionContext:SecretARN": PREFIXED_SECRETS},
             },
-        },
-    ]
+        }
+    )
     assert normalized(_policy(template)["Statement"]) == normalized(expected)
 
 
