@@ -55,3 +55,11 @@ clean:
 reliability: setup
 	@mkdir -p build
 	RELIABILITY_REPORT=$(CURDIR)/build/reliability-report.md pytest tests/reliability -q
+
+# Performance figures (docs/benchmarks.md): cold start, per-event wall time and AWS calls on the
+# rig with injected latency, Delete vs crhelper's sleep, the Lambda asset, synth time and limits
+# for 1/10/50 tunnels per stack. Each figure beside its floor, as a ratio. Prints the table and
+# rewrites docs/benchmarks.md (a few minutes). Not part of `make test`.
+.PHONY: bench
+bench: setup
+	python -m tests.bench
