@@ -188,6 +188,11 @@ def test_acknowledged_findings_of_the_demo_stack(cli_assembly: Assembly) -> None
             "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:tunnel/*]",
             "IoTSecureTunnelHandler/ServiceRole/DefaultPolicy/Resource",
         ),
+        (
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>"
+            ":secret:*]",
+            "IoTSecureTunnelHandler/ServiceRole/DefaultPolicy/Resource",
+        ),
         ("AwsSolutions-SMG4", "Tunnel/DestinationTokenSecret/Resource"),
         ("AwsSolutions-SMG4", "Tunnel/SourceTokenSecret/Resource"),
     ]

@@ -54,9 +54,10 @@ def normalized(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def handler_statements(
-    things: list[Any], secrets: list[str], log_group: str, keys: list[str] | None = None
+    things: list[Any], log_group: str, keys: list[str] | None = None, owned_secrets: bool = True
 ) -> list[dict[str, Any]]:
-    """The exact statements of the handler policy for the given things, secrets and keys."""
+    """The exact statements of the handler policy for the given things and keys; the token
+    secrets are matched by their owner tag, whatever their number."""
     statements: list[dict[str, Any]] = [
         {
             "Sid": "OpenTunnelsTaggedWithThisStack",
@@ -98,18 +99,22 @@ def handler_statements(
             "Action": "iot:RotateTunnelAccessToken",
             "Resource": things if len(things) > 1 else things[0],
         },
-        {
-            "Sid": "WriteTheTokenSecrets",
-            "Effect": "Allow",
-            "Action": [
-                "secretsmanager:DescribeSecret",
-                "secretsmanager:GetSecretValue",
-                "secretsmanager:PutSecretValue",
-                "secretsmanager:UpdateSecretVersionStage",
-            ],
-            "Resource": [ref(s) for s in secrets],
-        },
     ]
+    if owned_secrets:
+        statements.append(
+            {
+                "Sid": "WriteTheTokenSecretsOfThisStack",
+                "Effect": "Allow",
+                "Action": [
+                    "secretsmanager:DescribeSecret",
+                    "secretsmanager:GetSecretValue",
+                    "secretsmanager:PutSecretValue",
+                    "secretsmanager:UpdateSecretVersionStage",
+                ],
+                "Resource": partition_arn("secretsmanager", "secret:*"),
+                "Condition": {"StringEquals": {"aws:ResourceTag/iot-secure-tunnel:owner": OWNER}},
+            }
+        )
     if keys:
         statements.append(
             {
@@ -215,7 +220,7 @@ def test_token_secrets_hold_a_placeholder_never_a_token(construct_synth: Constru
         (s.id("Minimal.DestinationSecret"), "destination"),
     ):
         secret = secrets[logical_id]
-        assert set(secret["Properties"]) == {"Description", "SecretString"}
+        assert set(secret["Properties"]) == {"Description", "SecretString", "Tags"}
         assert secret["Properties"]["SecretString"] == PENDING_SECRET_VALUE == '{"status": "pending"}'
         assert secret["Properties"]["Description"].startswith(f"Access token ({mode}; ")
         assert "Minimal/Tunnel" in secret["Properties"]["Description"]
@@ -256,7 +261,6 @@ def test_minimal_handler_policy_is_exactly_least_privilege(construct_synth: Cons
     assert document["Version"] == "2012-10-17"
     expected = handler_statements(
         things=[arn_of(s.id("Minimal.Thing"))],
-        secrets=[s.id("Minimal.SourceSecret"), s.id("Minimal.DestinationSecret")],
         log_group=s.id("Minimal.LogGroup"),
     )
     assert normalized(document["Statement"]) == normalized(expected)
@@ -290,15 +294,22 @@ def test_policy_grows_by_each_tunnel_things_secrets_and_key(construct_synth: Con
     document = policy_document(s.template("Full"), s.id("Full.Policy"))
     expected = handler_statements(
         things=[arn_of(s.id("Full.Gateway")), partition_arn("iot", "thing/existing-device")],
-        secrets=[
-            s.id("Full.MaintenanceSource"),
-            s.id("Full.MaintenanceDestination"),
-            s.id("Full.ExistingSource"),
-        ],
         log_group=s.id("Full.LogGroup"),
         keys=[s.id("Full.Key")],
     )
     assert normalized(document["Statement"]) == normalized(expected)
+
+
+def test_token_secrets_carry_the_owner_tag_the_policy_matches(construct_synth: ConstructSynth) -> None:
+    s = construct_synth
+    for stack, labels in {
+        "Minimal": ("Minimal.SourceSecret", "Minimal.DestinationSecret"),
+        "Full": ("Full.MaintenanceSource", "Full.MaintenanceDestination", "Full.ExistingSource"),
+    }.items():
+        resources = s.template(stack)["Resources"]
+        for label in labels:
+            tags = resources[s.id(label)]["Properties"]["Tags"]
+            assert {"Key": "iot-secure-tunnel:owner", "Value": OWNER} in tags
 
 
 def test_every_argument_reaches_the_custom_resource(construct_synth: ConstructSynth) -> None:

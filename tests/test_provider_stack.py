@@ -71,10 +71,21 @@ def test_example_templates_import_the_exported_name() -> None:
 def test_provider_policy_is_scoped_by_owner_tag_and_secret_prefix(cli_assembly: Assembly) -> None:
     template = _template(cli_assembly)
     (log_group,) = resources_of_type(template, "AWS::Logs::LogGroup")
-    # The construct's statements with every thing, and the secrets of the documented prefix.
-    expected = handler_statements([THINGS], [], log_group)
-    (secrets,) = (st for st in expected if st.get("Sid") == "WriteTheTokenSecrets")
-    secrets["Resource"] = PREFIXED_SECRETS
+    # The construct's statements with every thing; the secrets of the documented prefix.
+    expected = handler_statements([THINGS], log_group, owned_secrets=False)
+    expected.append(
+        {
+            "Sid": "WriteTheTokenSecrets",
+            "Effect": "Allow",
+            "Action": [
+                "secretsmanager:DescribeSecret",
+                "secretsmanager:GetSecretValue",
+                "secretsmanager:PutSecretValue",
+                "secretsmanager:UpdateSecretVersionStage",
+            ],
+            "Resource": PREFIXED_SECRETS,
+        }
+    )
     expected.append(
         {
             "Sid": "EncryptTheTokenSecretsOfThePrefix",

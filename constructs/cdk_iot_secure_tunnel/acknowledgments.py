@@ -42,9 +42,21 @@ LIST_TUNNELS_WILDCARD = Acknowledgment(
         "never tokens."
     ),
 )
+#: On the handler policy: Secrets Manager actions on ``secret:*`` limited by the owner tag.
+OWNED_SECRETS_WILDCARD = Acknowledgment(
+    id=(
+        f"{NAG_PACK}::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:"
+        "<AWS::AccountId>:secret:*]"
+    ),
+    reason=(
+        "The token secrets are matched by their aws:ResourceTag iot-secure-tunnel:owner (this stack's "
+        "id, set by the construct) instead of one ARN each, which would outgrow IAM's policy size "
+        "quota at about 26 tunnels per stack."
+    ),
+)
 #: Every acknowledgment the library makes on every stack (the provider's are made by
 #: :func:`provider_wildcards`).
-ALL = (TOKEN_SECRET_ROTATION, TUNNEL_WILDCARD, LIST_TUNNELS_WILDCARD)
+ALL = (TOKEN_SECRET_ROTATION, TUNNEL_WILDCARD, LIST_TUNNELS_WILDCARD, OWNED_SECRETS_WILDCARD)
 
 
 def provider_wildcards(secret_name_prefix: str) -> tuple[Acknowledgment, ...]:

@@ -18,7 +18,8 @@ developer guide ("Controlling access to tunnels"):
 - ``iot:ListTunnels`` on ``*``: the IAM reference lists no resource type for it.
 - Tag and untag are denied for the reserved ``iot-secure-tunnel:`` keys (``aws:TagKeys``), so
   the owner tag can never be moved or removed.
-- Secrets Manager on the tunnels' own secrets only; KMS only through Secrets Manager.
+- Secrets Manager only on secrets tagged ``iot-secure-tunnel:owner`` = this stack's id (the
+  construct tags its token secrets so); KMS only through Secrets Manager.
 - CloudWatch Logs on the function's own log group only; no managed policies.
 """
 
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import ArnFormat, Aws, Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Aws, Duration, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -34,7 +35,13 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from .acknowledgments import LIST_TUNNELS_WILDCARD, TUNNEL_WILDCARD, acknowledge, provider_wildcards
+from .acknowledgments import (
+    LIST_TUNNELS_WILDCARD,
+    OWNED_SECRETS_WILDCARD,
+    TUNNEL_WILDCARD,
+    acknowledge,
+    provider_wildcards,
+)
 from .bundling import HANDLER, handler_code
 from .validation import HANDLER_TAG_PREFIX, OWNER_TAG_KEY
 
@@ -123,6 +130,13 @@ class SecureTunnelHandler(Construct):
             sid="RotateTunnelsOfTheWiredThings", actions=["iot:RotateTunnelAccessToken"]
         )
         self._secrets = iam.PolicyStatement(sid="WriteTheTokenSecrets", actions=list(SECRET_ACTIONS))
+        # By tag rather than by ARN: one ARN per secret would make the policy outgrow IAM's size
+        # quotas at about 26 tunnels per stack (docs/benchmarks.md).
+        self._owned_secrets = iam.PolicyStatement(
+            sid="WriteTheTokenSecretsOfThisStack",
+            actions=list(SECRET_ACTIONS),
+            conditions={"StringEquals": {f"aws:ResourceTag/{OWNER_TAG_KEY}": Aws.STACK_ID}},
+        )
         self._keys = iam.PolicyStatement(
             sid="EncryptTheTokenSecrets",
             actions=list(KEY_ACTIONS),
@@ -185,7 +199,16 @@ class SecureTunnelHandler(Construct):
         self._add(self._open, thing_arn)
         self._add(self._rotate_to_things, thing_arn)
         for secret in secrets:
-            self._add(self._secrets, secret.secret_arn)
+            Tags.of(secret).add(OWNER_TAG_KEY, Aws.STACK_ID)
+        if secrets and not self._owned_secrets.resources:
+            any_secret = Stack.of(self).format_arn(
+                service="secretsmanager",
+                resource="secret",
+                resource_name="*",
+                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            )
+            self._add(self._owned_secrets, any_secret)
+            acknowledge(self.role.node.find_child("DefaultPolicy"), OWNED_SECRETS_WILDCARD)
         if encryption_key is not None:
             self._add(self._keys, encryption_key.key_arn)
 
