@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 # Time kept back from the Lambda timeout for clean-up and the response to CloudFormation.
 SAFETY_MARGIN_SECONDS = 20.0
+# Delete runs CloseTunnel and, per secret, a planning task that reads two versions at once:
+# at most 5 tasks, so no task ever waits for a worker held by a task waiting on it.
+POOL_WORKERS = 8
 # Each client makes one attempt per call; retries.Retrier decides what to retry.
 CLIENT_CONFIG = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=20)
 
@@ -117,7 +120,7 @@ def _rotate(event: dict[str, Any], context: Any) -> None:
 
 def _run(action: str, event: dict[str, Any], context: Any) -> str | None:
     _name_in_any_response(event.get("PhysicalResourceId") or helper.generate_physical_id(event))
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=POOL_WORKERS) as pool:
         try:
             resource = _resource(context, pool)
             result: Outcome | None = getattr(resource, action)(event)
@@ -146,7 +149,7 @@ def _withdraw_if_unheard(context: Any) -> None:
     for outcome in _answered:
         if outcome.opened and not _may_have_heard(outcome):
             logger.warning("CloudFormation will not reference tunnel %s: closing it", outcome.opened)
-            with ThreadPoolExecutor(max_workers=4) as pool:
+            with ThreadPoolExecutor(max_workers=POOL_WORKERS) as pool:
                 _resource(context, pool).withdraw(outcome)
 
 
