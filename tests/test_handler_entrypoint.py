@@ -20,3 +20,16 @@ def test_crhelper_is_configured_for_safety_and_speed(handler: Handler) -> None:
     # botocore's DEBUG output holds response bodies, tokens included: it must stay quiet.
     for name in ("botocore", "boto3", "urllib3"):
         assert logging.getLogger(name).level == logging.ERROR
+
+
+def test_cloudformation_events_do_not_load_the_rotation_module() -> None:
+    """Cold start: a function serving only CloudFormation events never imports rotation.py."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, secure_tunnel_handler.entrypoint; print('secure_tunnel_handler.rotation' in sys.modules)"
+    )
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == "False"

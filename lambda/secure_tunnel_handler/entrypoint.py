@@ -27,7 +27,6 @@ from .lifecycle import Outcome, TunnelResource
 from .redaction import REDACTOR
 from .responses import CheckedCfnResource, Heard
 from .retries import Retrier
-from .rotation import RotationStep, TokenRotation, is_rotation_event
 from .token_secrets import TokenSecrets
 from .tunnels import TunnelService
 
@@ -107,8 +106,21 @@ def _name_in_any_response(physical_id: str) -> None:
     helper.PhysicalResourceId = physical_id
 
 
+def is_rotation_event(event: Any) -> bool:
+    """Whether ``event`` is a Secrets Manager rotation step (not a CloudFormation event)."""
+    return (
+        isinstance(event, dict)
+        and "RequestType" not in event
+        and all(k in event for k in ("Step", "SecretId", "ClientRequestToken"))
+    )
+
+
 def _rotate(event: dict[str, Any], context: Any) -> None:
     """One Secrets Manager rotation step of a token secret."""
+    # Imported here: a function that only serves CloudFormation events never loads it, which
+    # keeps the cold start at the floor of boto3 and its two clients (docs/benchmarks.md).
+    from .rotation import RotationStep, TokenRotation  # noqa: PLC0415 - see above
+
     owner, retrier = _owner(), _retrier(context)
     tunnels_client, secrets_client = _clients()
     tunnels = TunnelService(tunnels_client, retrier, owner, now=lambda: datetime.now(UTC))

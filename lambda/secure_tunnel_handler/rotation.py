@@ -50,15 +50,6 @@ class RotationError(Exception):
     """A rotation step cannot complete. The message says why and what to do; never a token."""
 
 
-def is_rotation_event(event: Any) -> bool:
-    """Whether ``event`` is a Secrets Manager rotation step (not a CloudFormation event)."""
-    return (
-        isinstance(event, dict)
-        and "RequestType" not in event
-        and all(k in event for k in ("Step", "SecretId", "ClientRequestToken"))
-    )
-
-
 @dataclass(frozen=True)
 class RotationStep:
     """One invocation by Secrets Manager."""
