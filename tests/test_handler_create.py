@@ -7,18 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.conftest import tunnel_id_of
-from tests.rig.harness import OWNER, THING, Handler, Rig
-
-SECRET_FIELDS = (
-    "tunnelId",
-    "tunnelArn",
-    "clientMode",
-    "accessToken",
-    "region",
-    "thingName",
-    "services",
-    "expiresAt",
-)
+from tests.rig.harness import OWNER, SECRET_DOCUMENT_FIELDS, THING, Handler, Rig
 
 
 def test_create_opens_a_tunnel_and_writes_both_secrets(rig: Rig, handler: Handler) -> None:
@@ -46,7 +35,7 @@ def test_create_opens_a_tunnel_and_writes_both_secrets(rig: Rig, handler: Handle
 
     for arn, mode in ((rig.source_secret, "source"), (rig.destination_secret, "destination")):
         secret = rig.secret(arn)
-        assert set(secret) == set(SECRET_FIELDS)
+        assert set(secret) == set(SECRET_DOCUMENT_FIELDS)
         assert (secret["tunnelId"], secret["tunnelArn"], secret["clientMode"]) == (
             tunnel_id,
             tunnel["arn"],

@@ -19,20 +19,11 @@ from botocore.exceptions import ClientError
 from secure_tunnel_handler.rotation import RotationError
 from tests.conftest import tunnel_id_of
 from tests.rig.cloudformation import LambdaContext
-from tests.rig.harness import REGION, THING, Handler, Rig
+from tests.rig.harness import REGION, SECRET_DOCUMENT_FIELDS, THING, Handler, Rig
 from tests.rig.secrets_rotation import FUNCTION_ARN, PREVIOUS_ROTATION, STEPS, SecretsManagerRotation
 
 CURRENT, PENDING, PREVIOUS = "AWSCURRENT", "AWSPENDING", "AWSPREVIOUS"
-DOCUMENT_KEYS = [
-    "tunnelId",
-    "tunnelArn",
-    "clientMode",
-    "accessToken",
-    "region",
-    "thingName",
-    "services",
-    "expiresAt",
-]
+DOCUMENT_KEYS = list(SECRET_DOCUMENT_FIELDS)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from secure_tunnel_handler.properties import parse_properties
+from secure_tunnel_handler.properties import KNOWN_PROPERTIES, parse_properties
 from tests.reliability.ledger import LEDGER
 from tests.reliability.world import World
 
@@ -98,22 +98,7 @@ bad_tag = st.one_of(
     st.fixed_dictionaries({"Key": st.just("k"), "Value": _with(st.just("v"), control_character)}),
     st.fixed_dictionaries({"Key": wrong_type, "Value": st.just("v")}),
 )
-unknown_key = st.text(min_size=1, max_size=20).filter(
-    lambda k: (
-        k
-        not in {
-            "ServiceToken",
-            "ServiceTimeout",
-            "DestinationConfig",
-            "Description",
-            "Tags",
-            "TimeoutConfig",
-            "SourceAccessTokenSecretArn",
-            "DestinationAccessTokenSecretArn",
-            "RotationTrigger",
-        }
-    )
-)
+unknown_key = st.text(min_size=1, max_size=20).filter(lambda k: k not in KNOWN_PROPERTIES)
 
 
 def _edits() -> st.SearchStrategy[Edit]:

@@ -23,6 +23,10 @@ from .tunneling_emulator import TunnelingEmulator
 REGION = "us-east-1"
 OWNER = "arn:aws:cloudformation:us-east-1:123456789012:stack/demo-stack/owner"
 THING = "demo-device"
+#: The fields of the JSON document a token secret holds (DESIGN.md, "Secret value").
+SECRET_DOCUMENT_FIELDS = (
+    "tunnelId", "tunnelArn", "clientMode", "accessToken", "region", "thingName", "services", "expiresAt",
+)  # fmt: skip
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
