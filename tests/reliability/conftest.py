@@ -20,7 +20,7 @@ from tests.reliability.moto_fidelity import current_label_follows_update_secret_
 from tests.reliability.world import Proxies, World
 from tests.rig.harness import Handler, Rig
 
-MATRICES = ("faults", "responses", "timeouts", "duplicates", "bad input", "valid input", "load", "leaks")
+MATRICES = ("faults", "responses", "timeouts", "duplicates", "bad input", "valid input", "load", "leaks", "iam")
 
 
 @pytest.fixture(scope="package")
@@ -74,7 +74,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def _summary_lines(whole_run_leaks: int | None) -> list[str]:
     rows = [(m, LEDGER.tried[m], LEDGER.passed[m]) for m in MATRICES if LEDGER.tried[m]]
-    width = max(len("total"), *(len(m) for m, _, _ in rows))
+    width = max([len("total"), *(len(m) for m, _, _ in rows)])
     lines = [f"{'matrix':<{width}}  {'scenarios':>9}  {'passed':>6}"]
     lines += [f"{m:<{width}}  {t:>9}  {p:>6}" for m, t, p in rows]
     lines.append(f"{'total':<{width}}  {sum(LEDGER.tried.values()):>9}  {sum(LEDGER.passed.values()):>6}")
