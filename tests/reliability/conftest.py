@@ -20,7 +20,17 @@ from tests.reliability.moto_fidelity import current_label_follows_update_secret_
 from tests.reliability.world import Proxies, World
 from tests.rig.harness import Handler, Rig
 
-MATRICES = ("faults", "responses", "timeouts", "duplicates", "bad input", "valid input", "load", "leaks", "iam")
+MATRICES = (
+    "faults",
+    "responses",
+    "timeouts",
+    "duplicates",
+    "bad input",
+    "valid input",
+    "load",
+    "leaks",
+    "iam",
+)
 
 
 @pytest.fixture(scope="package")
