@@ -146,24 +146,30 @@ def _create_in_flight(world: World, props: dict[str, Any], request_id: str) -> t
     return thread
 
 
+def _delete_during_create(world: World, request_id: str) -> tuple[Delivery, Delivery]:
+    """Start a slow Create; once crhelper's timer has answered, deliver CloudFormation's Delete of
+    the id it was given; return both once the Create has finished."""
+    props = world.rig.properties()
+    creating = _create_in_flight(world, props, request_id)
+    assert wait_until(lambda: bool(world.responses_for(request_id)), timeout=5), "no timeout response"
+    first = Delivery(request_id, world.responses_for(request_id))
+    deleted = world.deliver("Delete", props, physical_id=first.physical_id)
+    creating.join(timeout=30)
+    assert not creating.is_alive()
+    return first, deleted
+
+
 def test_a_delete_of_the_id_from_a_timed_out_create_while_it_still_runs(
     world: World,
 ) -> None:
     """The Create is slow; crhelper's timer answers FAILED before OpenTunnel returns, and
     CloudFormation at once deletes the id it was given, while the Create still runs."""
     with LEDGER.scenario("duplicates"):
-        props = world.rig.properties()
         world.proxies.tunnels.delay("OpenTunnel", 1.0)
-        request_id = "create-in-flight"
-        creating = _create_in_flight(world, props, request_id)
-        assert wait_until(lambda: bool(world.responses_for(request_id)), timeout=5), "no timeout response"
-        first = Delivery(request_id, world.responses_for(request_id))
-        deleted = world.deliver("Delete", props, physical_id=first.physical_id)
-        creating.join(timeout=30)
-        assert not creating.is_alive()
+        first, deleted = _delete_during_create(world, "create-in-flight")
 
         assert first.status == "FAILED" and deleted.status == "SUCCESS", (first.reason, deleted.reason)
-        assert len(world.responses_for(request_id)) == 1, "CloudFormation got a second response"
+        assert len(world.responses_for(first.request_id)) == 1, "CloudFormation got a second response"
         check_settled(world, set(), {None, first.physical_id})
         LEDGER.rows.append(("duplicates", "Delete while the Create's OpenTunnel runs", "nothing left open"))
 
@@ -172,15 +178,8 @@ def test_a_delete_while_the_create_writes_the_secrets(world: World) -> None:
     """crhelper's timer answers FAILED after OpenTunnel returned (the response names the tunnel);
     CloudFormation's Delete of that tunnel races the Create writing its secrets."""
     with LEDGER.scenario("duplicates"):
-        props = world.rig.properties()
         world.proxies.secrets.delay("PutSecretValue", 1.0)
-        request_id = "create-writing"
-        creating = _create_in_flight(world, props, request_id)
-        assert wait_until(lambda: bool(world.responses_for(request_id)), timeout=5), "no timeout response"
-        first = Delivery(request_id, world.responses_for(request_id))
-        deleted = world.deliver("Delete", props, physical_id=first.physical_id)
-        creating.join(timeout=30)
-        assert not creating.is_alive()
+        first, deleted = _delete_during_create(world, "create-writing")
 
         assert first.status == "FAILED" and deleted.status == "SUCCESS", (first.reason, deleted.reason)
         assert world.rig.tunnels.tunnel(first.physical_id) is None, "the timeout response named the tunnel"
