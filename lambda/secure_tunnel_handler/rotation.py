@@ -209,11 +209,7 @@ class TokenRotation:
         # Revokes the old token of this client mode only; the other side's token stays valid. For
         # DESTINATION the service also publishes the new token to the thing over MQTT.
         # destinationConfig is not sent: the API refuses it with SOURCE, and nothing moves here.
-        answer = self._retrier.call(
-            lambda: self._tunnels_client.rotate_tunnel_access_token(
-                tunnelId=tunnel.tunnel_id, clientMode=mode
-            )
-        )
+        answer = self._rotate_token(tunnel, mode)
         token = str(answer[token_field])
         REDACTOR.remember(token)
         new = replace(
@@ -273,9 +269,16 @@ class TokenRotation:
         }
         if current.version_id:
             move["RemoveFromVersionId"] = current.version_id
-        self._retrier.call(lambda: self._secrets.update_secret_version_stage(**move))
-        self._drop_pending(event)
+        self._move_label(event, move, done=lambda stages: CURRENT in stages)
         logger.info("finishSecret: version %s of secret %s is AWSCURRENT", event.version_id, event.secret_id)
+        # The rotation is done: AWSPENDING left on the AWSCURRENT version is a finished rotation
+        # to Secrets Manager (RotateSecret API reference), so failing to drop it fails nothing.
+        try:
+            self._drop_pending(event)
+        except Exception:
+            logger.warning(
+                "finishSecret: AWSPENDING stays on version %s (harmless)", event.version_id, exc_info=True
+            )
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -385,11 +388,41 @@ class TokenRotation:
         )
 
     def _drop_pending(self, event: RotationStep) -> None:
-        self._retrier.call(
-            lambda: self._secrets.update_secret_version_stage(
-                SecretId=event.secret_id, VersionStage=PENDING, RemoveFromVersionId=event.version_id
+        move = {"SecretId": event.secret_id, "VersionStage": PENDING, "RemoveFromVersionId": event.version_id}
+        self._move_label(event, move, done=lambda stages: PENDING not in stages)
+
+    def _move_label(
+        self, event: RotationStep, move: dict[str, Any], done: Callable[[list[str]], bool]
+    ) -> None:
+        """UpdateSecretVersionStage, idempotent: a retry of a move whose answer was lost fails
+        (the label has already left RemoveFromVersionId), so after a failure the move counts as
+        made if the version's labels already show it (``done``)."""
+        try:
+            self._retrier.call(lambda: self._secrets.update_secret_version_stage(**move))
+        except Exception:
+            if not done(self._labels_of(event)):
+                raise
+
+    def _labels_of(self, event: RotationStep) -> list[str]:
+        metadata = self._retrier.call(lambda: self._secrets.describe_secret(SecretId=event.secret_id))
+        return list(metadata.get("VersionIdsToStages", {}).get(event.version_id, []))
+
+    def _rotate_token(self, tunnel: TunnelState, mode: str) -> dict[str, Any]:
+        """RotateTunnelAccessToken for one client mode; a tunnel that vanished since it was read
+        gets the same advice as one found closed."""
+        try:
+            return dict(
+                self._retrier.call(
+                    lambda: self._tunnels_client.rotate_tunnel_access_token(
+                        tunnelId=tunnel.tunnel_id, clientMode=mode
+                    )
+                )
             )
-        )
+        except Exception as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                message = f"{self._closed(tunnel.tunnel_id, None)}; nothing was changed. {NEW_TUNNEL_ADVICE}"
+                raise RotationError(message) from exc
+            raise
 
 
 def _iso(moment: datetime) -> str:

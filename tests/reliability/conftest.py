@@ -19,6 +19,7 @@ from tests.reliability.ledger import LEDGER, count_token_hits
 from tests.reliability.moto_fidelity import current_label_follows_update_secret_version_stage
 from tests.reliability.world import Proxies, World
 from tests.rig.harness import Handler, Rig
+from tests.rig.secrets_rotation import SecretsManagerRotation
 
 MATRICES = (
     "faults",
@@ -60,11 +61,20 @@ def proxies(rig_session: Rig, handler: Handler) -> Iterator[Proxies]:
 
 
 @pytest.fixture
-def world(rig: Rig, handler: Handler, proxies: Proxies, caplog: pytest.LogCaptureFixture) -> Iterator[World]:
-    """A clean rig behind clean proxies; afterwards, no token of any scenario of the test may
-    appear in its logs or responses (the rig fixture checks only the last scenario's)."""
+def world(
+    rig: Rig,
+    handler: Handler,
+    proxies: Proxies,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[World]:
+    """A clean rig behind clean proxies, RotateSecret served as Secrets Manager does; afterwards,
+    no token of any scenario of the test may appear in its logs, responses or rotation failures
+    (the rig fixture checks only the last scenario's logs and responses)."""
     proxies.clear()
-    world = World(rig, handler, proxies, caplog)
+    rotation = SecretsManagerRotation(handler)
+    rotation.install(monkeypatch)
+    world = World(rig, handler, proxies, caplog, rotation)
     yield world
     proxies.clear()
     leaked = world.scan_for_leaks()

@@ -1,6 +1,10 @@
 """The stack around one custom resource: the lifecycle events under test, and CloudFormation's
 side of what follows them (delete a failed Create, roll back a failed Update, retry a failed
 Delete, delete a replaced tunnel), with the checks every matrix shares.
+
+Besides CloudFormation's events, the events under test include a Secrets Manager rotation of
+either token secret (``rotate-secret``): what follows a failed one is Secrets Manager retrying
+it at the next rotate-secret, after the stack update its message asks for if the tunnel is gone.
 """
 
 from __future__ import annotations
@@ -9,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tests.reliability.world import Delivery, World
+from tests.reliability.world import Delivery, Rotated, World
+from tests.rig.cloudformation import LambdaContext
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,8 @@ class Stage:
     before: str | None = None
     #: Tunnels CloudFormation keeps referencing whatever the event's outcome.
     kept: frozenset[str] = frozenset()
+    #: For a rotation (request type "Rotate"): the secret rotated, "source" or "destination".
+    rotates: str = ""
 
 
 def _create(world: World) -> Stage:
@@ -64,6 +71,16 @@ def _delete_after_rolled_back_replacement(world: World) -> Stage:
     return Stage("Delete", new, replaced.physical_id, before=replaced.physical_id, kept=frozenset({old_id}))
 
 
+def _rotation_of(role: str) -> Callable[[World], Stage]:
+    def prepare(world: World) -> Stage:
+        tunnel_id, props = world.create()
+        world.attach_rotation()
+        return Stage("Rotate", props, tunnel_id, before=tunnel_id, rotates=role)
+
+    return prepare
+
+
+#: CloudFormation's lifecycle events under test.
 EVENTS: dict[str, Callable[[World], Stage]] = {
     "Create": _create,
     "Update in place": _update_in_place,
@@ -71,11 +88,31 @@ EVENTS: dict[str, Callable[[World], Stage]] = {
     "Delete": _delete,
     "Delete after a rolled-back replacement": _delete_after_rolled_back_replacement,
 }
+#: Secrets Manager rotations under test (one rotate-secret: the four steps).
+ROTATIONS: dict[str, Callable[[World], Stage]] = {
+    "Rotation of the source secret": _rotation_of("source"),
+    "Rotation of the destination secret": _rotation_of("destination"),
+}
 
 
-def referenced_after(stage: Stage, delivery: Delivery) -> set[str]:
+def send(world: World, stage: Stage, context: LambdaContext | None = None) -> Delivery | Rotated:
+    """Send the event under test: a CloudFormation event, or a rotate-secret."""
+    if stage.rotates:
+        return world.rotate(stage.rotates, context)
+    return world.deliver(
+        stage.request_type,
+        stage.properties,
+        physical_id=stage.physical_id,
+        old_properties=stage.old_properties,
+        context=context,
+    )
+
+
+def referenced_after(stage: Stage, delivery: Delivery | Rotated) -> set[str]:
     """The tunnels CloudFormation references right after the event."""
     pid = delivery.physical_id
+    if stage.rotates:
+        return {pid}
     if stage.request_type == "Create":
         return {pid}  # on FAILED, until CloudFormation's Delete of that id
     if stage.request_type == "Update":
@@ -84,9 +121,11 @@ def referenced_after(stage: Stage, delivery: Delivery) -> set[str]:
     return set(stage.kept) | ({pid} if delivery.status == "FAILED" else set())
 
 
-def settle(world: World, stage: Stage, delivery: Delivery) -> set[str]:
+def settle(world: World, stage: Stage, delivery: Delivery | Rotated) -> set[str]:
     """Play CloudFormation's side to the end; returns the tunnels it then references."""
     world.proxies.clear()
+    if isinstance(delivery, Rotated):
+        return _settle_rotation(world, stage, delivery)
     pid, ok = delivery.physical_id, delivery.status == "SUCCESS"
     if stage.request_type == "Create":
         if ok:
@@ -109,6 +148,30 @@ def settle(world: World, stage: Stage, delivery: Delivery) -> set[str]:
     if not ok:
         _must_succeed(world.deliver("Delete", stage.properties, physical_id=pid), "retried Delete")
     return set(stage.kept)
+
+
+def _settle_rotation(world: World, stage: Stage, rotated: Rotated) -> set[str]:
+    """After a failed rotation, do what its message asks (a tunnel that is no longer OPEN needs a
+    stack update, which opens a new one), then rotate-secret again: Secrets Manager retries the
+    unfinished rotation, which must now finish."""
+    current = rotated.tunnel_id
+    if rotated.status == "SUCCESS":
+        assert not world.rotation_unfinished(rotated.secret_arn), "the rotation left AWSPENDING behind"
+        return {current}
+    if current not in world.rig.tunnels.open_tunnel_ids():
+        new = {**stage.properties, "RotationTrigger": "after-the-failed-rotation"}
+        update = world.deliver("Update", new, physical_id=current, old_properties=stage.properties)
+        _must_succeed(update, "stack update after a closed tunnel failed the rotation")
+        if update.physical_id != current:
+            cleanup = world.deliver("Delete", stage.properties, physical_id=current)
+            _must_succeed(cleanup, "clean-up Delete of the closed tunnel")
+        current = update.physical_id
+    retried = world.rotate(stage.rotates)
+    assert retried.status == "SUCCESS", (
+        f"the retried rotation failed at {retried.failed_step}: {retried.reason}"
+    )
+    assert not world.rotation_unfinished(rotated.secret_arn), "an unfinished rotation is left"
+    return {current}
 
 
 def _must_succeed(delivery: Delivery, what: str) -> None:

@@ -3,14 +3,18 @@
 For each event the calls are first recorded from a fault-free run (both services, at the
 wire); then each call in turn is failed with each fault kind, and CloudFormation's side is
 played to the end: a failed Create is deleted, a failed Update rolled back, a failed Delete
-retried, a replaced tunnel deleted in the clean-up phase. Checked for every scenario:
+retried, a replaced tunnel deleted in the clean-up phase. A rotation of a token secret (all
+four steps of one rotate-secret) is an event too; a failed one is retried by Secrets Manager at
+the next rotate-secret, after a stack update if its tunnel is gone. Checked for every scenario:
 
-- the status CloudFormation receives is the expected one, with exactly one response;
+- the status CloudFormation receives is the expected one, with exactly one response (for a
+  rotation: the step that failed raised a RotationError, which Secrets Manager records);
 - a FAILED reason names the step and the error code, within 256 characters;
 - right after the event and once the stack settled, no OPEN tunnel that CloudFormation does not
   reference;
 - the two secrets always agree on one tunnel, the previous or the new one; once settled they
-  hold valid tokens of the tunnel CloudFormation references.
+  hold valid tokens of the tunnel CloudFormation references. A rotation never revokes the token
+  of the other secret, and once settled it has issued a new token and left nothing unfinished.
 """
 
 from __future__ import annotations
@@ -18,23 +22,25 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
 from secure_tunnel_handler.entrypoint import SAFETY_MARGIN_SECONDS
 from secure_tunnel_handler.retries import Retrier
+from secure_tunnel_handler.rotation import RotationError
 from tests.reliability.fault_proxy import FOREVER, Call, FaultProxy
 from tests.reliability.ledger import LEDGER
 from tests.reliability.stack import (
     EVENTS,
+    ROTATIONS,
     Stage,
     check_secrets_agree,
     check_settled,
     referenced_after,
+    send,
     settle,
 )
-from tests.reliability.world import Delivery, World
+from tests.reliability.world import Delivery, Rotated, World
 from tests.rig.cloudformation import LambdaContext
 
 # --- the faults -----------------------------------------------------------------------------
@@ -83,6 +89,7 @@ TUNNEL_TARGETED = frozenset(
         "ListTagsForResource",
     }
 )
+PENDING_STAGE = (("VersionStage", "AWSPENDING"),)
 # The step each call belongs to, as the FAILED reason must name it.
 STEPS = {
     "ListTunnels": ("Opening the tunnel",),
@@ -127,13 +134,14 @@ class Slot:
         return self.service == "tunnels" or (role, call.details) == (self.role, self.call.details)
 
 
+ALL_EVENTS = {**EVENTS, **ROTATIONS}
 _RECORDED: dict[str, list[Slot]] = {}
 
 
 def recorded_slots(world: World, event: str) -> list[Slot]:
     """The calls of ``event``, recorded once per session (each fault kind fails them in turn)."""
     if event not in _RECORDED:
-        _RECORDED[event] = record_slots(world, EVENTS[event])
+        _RECORDED[event] = record_slots(world, ALL_EVENTS[event])
     return _RECORDED[event]
 
 
@@ -169,7 +177,7 @@ class Armed:
     fired: list[Call] = field(default_factory=list)
 
 
-def arm(world: World, slot: Slot, kind: FaultKind) -> Armed:
+def arm(world: World, slot: Slot, kind: FaultKind, stage: Stage) -> Armed:
     """Make the slot's call (and, for lasting faults, every later matching call) fail."""
     service_proxy: FaultProxy = world.proxies.tunnels if slot.service == "tunnels" else world.proxies.secrets
     mode, before = kind.mode, None
@@ -186,8 +194,10 @@ def arm(world: World, slot: Slot, kind: FaultKind) -> Armed:
         mode=mode,
         before=before,
     )
-    gone = kind.name == "not found" and slot.call.operation == "GetSecretValue"
-    arn = world.rig.source_secret if slot.role == "source" else world.rig.destination_secret
+    # On a CloudFormation event a secret that is not found is treated as deleted. A rotation step
+    # cannot tell that apart from any other failed read: the secret is there for the checks.
+    gone = kind.name == "not found" and slot.call.operation == "GetSecretValue" and not stage.rotates
+    arn = world.secret_arn(slot.role)
     return Armed(missing=frozenset({arn}) if gone else frozenset())
 
 
@@ -204,6 +214,11 @@ def expected_status(event: str, slot: Slot, kind: FaultKind) -> str:
     """What CloudFormation must receive when ``slot`` fails with ``kind`` during ``event``."""
     if kind.transient:
         return "SUCCESS"
+    if event.startswith("Rotation"):
+        # Any lasting fault stops the rotation (Secrets Manager retries it later), but the last
+        # call: AWSPENDING left on the new AWSCURRENT version is a finished rotation.
+        last = slot.call.operation == "UpdateSecretVersionStage" and slot.call.details == PENDING_STAGE
+        return "SUCCESS" if last else "FAILED"
     op, updating, deleting = slot.call.operation, event.startswith("Update"), event.startswith("Delete")
     if slot.after_open and op in ("ListTunnels", "ListTagsForResource"):
         return "SUCCESS"  # the look-up for a concurrent duplicate is best effort
@@ -220,16 +235,9 @@ def expected_status(event: str, slot: Slot, kind: FaultKind) -> str:
     return "SUCCESS" if tolerated.get((kind.name, op), False) else "FAILED"
 
 
-def _send(world: World, stage: Stage, kind: FaultKind | None, **overrides: Any) -> Delivery:
+def _send(world: World, stage: Stage, kind: FaultKind | None) -> Delivery | Rotated:
     window = kind.retry_window if kind else None
-    context = LambdaContext(SAFETY_MARGIN_SECONDS + window) if window is not None else None
-    fields: dict[str, Any] = {
-        "physical_id": stage.physical_id,
-        "old_properties": stage.old_properties,
-        "context": context,
-        **overrides,
-    }
-    return world.deliver(stage.request_type, stage.properties, **fields)
+    return send(world, stage, LambdaContext(SAFETY_MARGIN_SECONDS + window) if window is not None else None)
 
 
 def check_reason(delivery: Delivery, slot: Slot, kind: FaultKind) -> None:
@@ -246,24 +254,72 @@ def check_reason(delivery: Delivery, slot: Slot, kind: FaultKind) -> None:
         assert "access denied" in reason, reason
 
 
+def check_rotation_reason(rotated: Rotated, slot: Slot, kind: FaultKind) -> None:
+    """A failed rotation step raised a RotationError that names the step (or the gone tunnel),
+    the error code and the secret or tunnel."""
+    assert rotated.failure is not None
+    exc, reason = rotated.failure[1], rotated.reason
+    assert isinstance(exc, RotationError), f"{type(exc).__name__}: {reason}"
+    assert rotated.secret_arn in reason or rotated.tunnel_id in reason, reason
+    if kind.name == "not found" and slot.call.operation in TUNNEL_TARGETED:
+        assert f"Tunnel {rotated.tunnel_id} no longer exists" in reason, reason
+        assert "update the stack" in reason, reason
+        return
+    if kind.name == "not found" and (slot.call.operation, slot.call.details) == (
+        "GetSecretValue",
+        PENDING_STAGE,
+    ):
+        # Secrets Manager's answer while createSecret has not stored the new token yet.
+        assert "holds no token: createSecret has not completed" in reason, reason
+        return
+    code = kind.code(slot.service)
+    expected = f"{rotated.failed_step} failed" + ("" if code == "connection" else f" ({code})")
+    assert expected in reason, reason
+    if kind.name == "access denied":
+        assert "access denied" in reason, reason
+
+
+def check_other_token_valid(world: World, rotated: Rotated) -> None:
+    """A rotation revokes no token but the rotated secret's: the other secret's stays valid
+    (while its tunnel exists: a "not found" fault deletes the tunnel)."""
+    other = next(arn for arn in world.secret_tunnels() if arn != rotated.secret_arn)
+    if world.rig.tunnels.tunnel(rotated.tunnel_id) is not None:
+        token = world.rig.secret(other)["accessToken"]
+        assert world.rig.tunnels.is_token_valid(token), "the other secret's token was revoked"
+
+
 def run_scenario(world: World, event: str, slot: Slot, kind: FaultKind) -> str:
     """Fail ``slot`` with ``kind`` during ``event``; check everything; returns the outcome."""
-    stage = EVENTS[event](world)
+    stage = ALL_EVENTS[event](world)
+    rotated_token = (
+        world.rig.secret(world.secret_arn(stage.rotates))["accessToken"] if stage.rotates else None
+    )
     world.proxies.clear()
-    armed = arm(world, slot, kind)
+    armed = arm(world, slot, kind, stage)
     delivery = _send(world, stage, kind)
     fired = len(world.proxies.tunnels.faulted) + len(world.proxies.secrets.faulted)
 
     assert fired, "the fault never fired: the call was not made"
-    assert len(delivery.responses) == 1, f"{len(delivery.responses)} responses"
+    if isinstance(delivery, Delivery):
+        assert len(delivery.responses) == 1, f"{len(delivery.responses)} responses"
     expected = expected_status(event, slot, kind)
     assert delivery.status == expected, f"expected {expected}, got {delivery.status}: {delivery.reason}"
-    if delivery.status == "FAILED":
+    if isinstance(delivery, Rotated):
+        if delivery.status == "FAILED":
+            check_rotation_reason(delivery, slot, kind)
+        check_other_token_valid(world, delivery)
+    elif delivery.status == "FAILED":
         check_reason(delivery, slot, kind)
     assert not world.orphans(referenced_after(stage, delivery)), "an unreferenced tunnel is OPEN"
     allowed = {stage.before, delivery.physical_id, *stage.kept}
     check_secrets_agree(world, allowed, "after the event", armed.missing)
-    check_settled(world, settle(world, stage, delivery), allowed, armed.missing)
+    referenced = settle(world, stage, delivery)
+    check_settled(world, referenced, allowed, armed.missing)
+    if isinstance(delivery, Rotated):
+        now = world.rig.secret(delivery.secret_arn)["accessToken"]
+        assert now != rotated_token, "once settled, the rotated secret still holds the old token"
+    if isinstance(delivery, Rotated) and delivery.failure:
+        return f"FAILED at {delivery.failed_step}: {delivery.reason}"
     return f"{delivery.status}: {delivery.reason}" if delivery.reason else delivery.status
 
 
@@ -284,7 +340,7 @@ def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("quick_backoff")
 @pytest.mark.parametrize("kind", KINDS, ids=[k.name for k in KINDS])
-@pytest.mark.parametrize("event", list(EVENTS))
+@pytest.mark.parametrize("event", list(ALL_EVENTS))
 def test_every_call_of_the_event_failing_in_turn(world: World, event: str, kind: FaultKind) -> None:
     slots = recorded_slots(world, event)
     assert slots, "the event made no call"

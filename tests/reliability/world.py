@@ -16,12 +16,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.conftest import logged_text
 from tests.reliability.fault_proxy import FaultProxy
 from tests.reliability.ledger import LEDGER, count_token_hits
 from tests.rig.cloudformation import LambdaContext, event
 from tests.rig.harness import Handler, Rig
+from tests.rig.secrets_rotation import (
+    CURRENT,
+    FUNCTION_ARN,
+    PENDING,
+    PREVIOUS_ROTATION,
+    SecretsManagerRotation,
+)
 
 PLACEHOLDER = None  # the tunnel id of a secret still holding the rig's {"status": "pending"}
 
@@ -68,16 +76,55 @@ class Delivery:
         return str(self.first.get("Reason", ""))
 
 
+@dataclass(frozen=True)
+class Rotated:
+    """One rotate-secret call and what the rotation function's steps did in it."""
+
+    secret_arn: str
+    #: The tunnel the secret named before the rotation (a rotation never changes it).
+    tunnel_id: str
+    #: Steps invoked, in order (Secrets Manager stops at the first that fails).
+    steps: list[str]
+    #: ``(step, exception)`` of the step that failed, as Secrets Manager records it.
+    failure: tuple[str, BaseException] | None
+
+    @property
+    def status(self) -> str:
+        """SUCCESS once all four steps ran without a failure, else FAILED."""
+        return "FAILED" if self.failure or len(self.steps) < 4 else "SUCCESS"
+
+    @property
+    def physical_id(self) -> str:
+        """The resource's physical id, which a rotation leaves alone."""
+        return self.tunnel_id
+
+    @property
+    def failed_step(self) -> str:
+        """The step that failed ("" if none did)."""
+        return self.failure[0] if self.failure else ""
+
+    @property
+    def reason(self) -> str:
+        """The failed step's error message, as the function's log shows it."""
+        return str(self.failure[1]) if self.failure else ""
+
+
 class World:
     """The rig, the proxies and the handler of one test, with scenario helpers."""
 
     def __init__(
-        self, rig: Rig, handler: Handler, proxies: Proxies, caplog: pytest.LogCaptureFixture
+        self,
+        rig: Rig,
+        handler: Handler,
+        proxies: Proxies,
+        caplog: pytest.LogCaptureFixture,
+        rotation: SecretsManagerRotation,
     ) -> None:
         self.rig = rig
         self.handler = handler
         self.proxies = proxies
         self.caplog = caplog
+        self.rotation = rotation
         self._tokens: list[str] = []
         self._bodies: list[str] = []
 
@@ -97,7 +144,8 @@ class World:
     def scan_for_leaks(self) -> int:
         """Token occurrences in this test's logs and responses; records them for the summary."""
         tokens = [*self._tokens, *self.rig.tunnels.issued_tokens]
-        bodies = [*self._bodies, *self.rig.cloudformation.raw_bodies]
+        failures = [str(exc) for _, exc in self.rotation.failures]
+        bodies = [*self._bodies, *self.rig.cloudformation.raw_bodies, *failures]
         hits = count_token_hits(tokens, [*logged_text(self.caplog), *bodies])
         LEDGER.keep(tokens, bodies)
         LEDGER.add_leaks(hits)
@@ -148,6 +196,40 @@ class World:
         assert created.status == "SUCCESS", created.reason
         return created.physical_id, properties
 
+    # --- rotating a token secret (Secrets Manager's side: tests/rig/secrets_rotation.py) ----
+
+    def attach_rotation(self) -> None:
+        """Attach the rotation function to both secrets without rotating (what the construct's
+        RotationSchedule with RotateImmediatelyOnUpdate=false does)."""
+        for arn in (self.rig.source_secret, self.rig.destination_secret):
+            self.rig.secrets.rotate_secret(
+                SecretId=arn, RotationLambdaARN=FUNCTION_ARN, RotateImmediately=False
+            )
+
+    def rotate(self, role: str, context: LambdaContext | None = None) -> Rotated:
+        """``aws secretsmanager rotate-secret`` of the ``role`` secret: Secrets Manager runs the
+        four steps, or retries the unfinished rotation of an earlier call (and answers that)."""
+        arn = self.secret_arn(role)
+        tunnel_id = str(self.secret_tunnel(arn))
+        invoked, failed = len(self.rotation.invocations), len(self.rotation.failures)
+        self.rotation.context = (lambda: context) if context else LambdaContext
+        try:
+            self.rig.secrets.rotate_secret(SecretId=arn)
+        except ClientError as exc:
+            if PREVIOUS_ROTATION not in str(exc):
+                raise
+        finally:
+            self.rotation.context = LambdaContext
+        steps = [e["Step"] for e in self.rotation.invocations[invoked:]]
+        failures = self.rotation.failures[failed:]
+        return Rotated(arn, tunnel_id, steps, failures[0] if failures else None)
+
+    def rotation_unfinished(self, arn: str) -> bool:
+        """Whether AWSPENDING is on a version that is not AWSCURRENT (RotateSecret then retries
+        that rotation instead of starting a new one)."""
+        versions = self.rig.secrets.describe_secret(SecretId=arn)["VersionIdsToStages"]
+        return any(PENDING in stages and CURRENT not in stages for stages in versions.values())
+
     # --- what the rig holds -------------------------------------------------------------
 
     def secret_tunnel(self, arn: str) -> str | None:
@@ -172,6 +254,10 @@ class World:
         found = set(self.rig.tunnels.open_tunnel_ids()) - referenced
         LEDGER.count_orphans(found)
         return found
+
+    def secret_arn(self, role: str) -> str:
+        """The ARN of the rig's ``source`` or ``destination`` secret."""
+        return self.rig.source_secret if role == "source" else self.rig.destination_secret
 
     def secret_role(self, arn: str) -> str:
         """``source`` or ``destination`` for the rig's secrets, else the ARN."""

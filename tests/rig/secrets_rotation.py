@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,8 @@ class SecretsManagerRotation:
     invocations: list[dict[str, Any]] = field(default_factory=list)
     #: ``(step, exception)`` of every step that failed.
     failures: list[tuple[str, BaseException]] = field(default_factory=list)
+    #: The Lambda context of each invocation (e.g. a short one, to bound the handler's retries).
+    context: Callable[[], LambdaContext] = LambdaContext
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Serve RotateSecret from this object until the test ends."""
@@ -122,7 +125,7 @@ class SecretsManagerRotation:
             event = self.step_event(secret.arn, version_id, step)
             self.invocations.append(event)
             try:
-                self.handler(event, LambdaContext())
+                self.handler(event, self.context())
             except Exception as exc:
                 self.failures.append((step, exc))
                 return
