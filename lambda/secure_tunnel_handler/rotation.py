@@ -229,7 +229,19 @@ class TokenRotation:
         if event.rotation_token:
             request["RotationToken"] = event.rotation_token
         # The same ClientRequestToken and value on every retry: Secrets Manager writes one version.
-        self._retrier.call(lambda: self._secrets.put_secret_value(**request))
+        try:
+            self._retrier.call(lambda: self._secrets.put_secret_value(**request))
+        except Exception as exc:
+            if error_code(exc) != "ResourceExistsException":
+                raise
+            # The version already holds another value: a duplicate of this step ran at the same time
+            # and stored its token first, which this step's rotation may have revoked. A version's
+            # value cannot be replaced, so no finishSecret may make that token current.
+            self._abandon(
+                event,
+                "another createSecret of this version ran at the same time, and this one's rotation may "
+                "have revoked the token it stored (if that token became current, it is refused)",
+            )
         logger.info(
             "createSecret: new %s token of tunnel %s stored as version %s (AWSPENDING)",
             current.client_mode,
@@ -383,7 +395,7 @@ class TokenRotation:
         except Exception:
             logger.exception("Could not remove AWSPENDING from version %s", event.version_id)
         raise RotationError(
-            f"Rotation of secret {event.secret_id} abandoned: {reason}. Its current value is unchanged. "
+            f"Rotation of secret {event.secret_id} abandoned: {reason}. AWSCURRENT was left as it was. "
             f"If the tunnel is closed, update the stack to open a new one; then rotate the secret again."
         )
 

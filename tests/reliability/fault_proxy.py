@@ -28,6 +28,8 @@ TARGET_FIELDS = ("tunnelId", "resourceArn", "thingName", "SecretId")
 # Fields kept verbatim in the record because they tell calls of one operation apart.
 DETAIL_FIELDS = ("VersionStage", "clientMode", "delete")
 FOREVER = 1_000_000
+#: The operation of a rule that applies to every operation.
+ANY = "*"
 # Headers that describe one hop, not the request: never forwarded.
 HOP_HEADERS = frozenset({"host", "connection", "keep-alive", "content-length", "transfer-encoding"})
 
@@ -113,7 +115,8 @@ class FaultProxy:
         mode: str = "refuse",
         before: Callable[[Call], None] | None = None,
     ) -> None:
-        """Fail calls of ``operation`` that ``match``: the first ``skip`` pass, the next ``times`` fail."""
+        """Fail calls of ``operation`` (:data:`ANY`: of every operation) that ``match``: the first
+        ``skip`` pass, the next ``times`` fail."""
         with self._lock:
             self._rules.append(Rule(operation, code, status, match, times, skip, mode, before))
 
@@ -133,7 +136,7 @@ class FaultProxy:
         with self._lock:
             self.calls.append(call)
             for rule in self._rules:
-                if rule.times <= 0 or rule.operation != call.operation or not rule.match(call):
+                if rule.times <= 0 or rule.operation not in (ANY, call.operation) or not rule.match(call):
                     continue
                 if rule.skip > 0:
                     rule.skip -= 1

@@ -4,6 +4,11 @@ Lambda invokes the handler asynchronously and may deliver an event more than onc
 other or at the same time (in two execution environments). A redelivered event carries the same
 RequestId and ResponseURL. Checked for each: CloudFormation's first response names a tunnel that
 is OPEN, no other tunnel is left OPEN, and the secrets hold valid tokens of that tunnel.
+
+Rotations: every step of a rotation delivered twice, and two rotate-secret calls at the same time
+(Secrets Manager reattempts the unfinished rotation of the first while its steps still run). A
+rotation that both calls report as done must leave a valid token; one that fails must say so,
+and the next rotate-secret must then leave a valid token.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ from typing import Any
 
 import pytest
 
+from secure_tunnel_handler.rotation import RotationError
 from tests.reliability.environments import new_environment
 from tests.reliability.ledger import LEDGER
-from tests.reliability.stack import EVENTS, Stage, check_settled
-from tests.reliability.world import Delivery, World, wait_until
+from tests.reliability.stack import EVENTS, ROTATIONS, Stage, check_settled
+from tests.reliability.world import Delivery, Rotated, World, wait_until
 from tests.rig.cloudformation import LambdaContext
 from tests.rig.harness import Handler
+from tests.rig.secrets_rotation import STEPS
 
 HOLD = 0.3  # seconds a call is held so that two deliveries overlap
 
@@ -210,3 +217,87 @@ def test_a_redelivered_create_racing_the_delete(world: World) -> None:
         assert created.status == "SUCCESS"
         check_settled(world, set(), {None, created.physical_id})
         LEDGER.rows.append(("duplicates", "a duplicate Create racing the Delete", "nothing left open"))
+
+
+# --- rotations -----------------------------------------------------------------------------------
+
+
+def _rotations_of(world: World, stage: Stage) -> int:
+    """RotateTunnelAccessToken calls made for the rotated secret's client mode."""
+    mode = stage.rotates.upper()
+    return sum(
+        1
+        for c in world.proxies.tunnels.recorded()
+        if c.operation == "RotateTunnelAccessToken" and ("clientMode", mode) in c.details
+    )
+
+
+def _check_rotated(world: World, stage: Stage, old_token: str) -> None:
+    """Settled: a new, valid token in the rotated secret, both secrets on the stack's tunnel,
+    nothing unfinished."""
+    arn = world.secret_arn(stage.rotates)
+    check_settled(world, {str(stage.physical_id)}, {stage.before})
+    assert world.rig.secret(arn)["accessToken"] != old_token, "the secret still holds the old token"
+    assert not world.rotation_unfinished(arn), "an unfinished rotation is left"
+
+
+@pytest.mark.parametrize("event", list(ROTATIONS))
+def test_every_step_of_a_rotation_delivered_twice(world: World, event: str) -> None:
+    """Secrets Manager (or Lambda) delivers each step again after it ran: the repeat changes nothing."""
+    with LEDGER.scenario("duplicates"):
+        stage = ROTATIONS[event](world)
+        arn = world.secret_arn(stage.rotates)
+        old_token = world.rig.secret(arn)["accessToken"]
+        world.proxies.clear()
+        world.rotation.run_steps = False
+        version = world.rig.secrets.rotate_secret(SecretId=arn)["VersionId"]
+        for step in STEPS:
+            for _ in range(2):
+                world.handler(world.rotation.step_event(arn, version, step), LambdaContext())
+
+        assert _rotations_of(world, stage) == 1, "a repeated createSecret rotated the token again"
+        _check_rotated(world, stage, old_token)
+        LEDGER.rows.append(("duplicates", f"{event}: every step delivered twice", "SUCCESS, 1 rotation"))
+
+
+@pytest.mark.parametrize("event", list(ROTATIONS))
+def test_two_rotations_of_one_secret_at_the_same_time(world: World, event: str) -> None:
+    """A second rotate-secret while the first one's createSecret runs: Secrets Manager reattempts
+    the unfinished rotation, so two createSecret invocations of one version overlap."""
+    with LEDGER.scenario("duplicates"):
+        stage = ROTATIONS[event](world)
+        arn = world.secret_arn(stage.rotates)
+        old_token = world.rig.secret(arn)["accessToken"]
+        world.proxies.clear()
+        world.proxies.tunnels.delay("RotateTunnelAccessToken", HOLD)
+        world.rotation.environments = [new_environment(), new_environment()]
+        results: list[Rotated] = []
+        first = threading.Thread(target=lambda: results.append(world.rotate(stage.rotates)))
+        first.start()
+        assert wait_until(lambda: _rotations_of(world, stage) > 0, timeout=10), "no rotation started"
+        second = world.rotate(stage.rotates)
+        first.join(timeout=30)
+        assert not first.is_alive() and results, "the first rotate-secret never returned"
+        world.proxies.clear()
+
+        outcomes = [results[0], second]
+        for rotated in outcomes:
+            assert rotated.failure is None or isinstance(rotated.failure[1], RotationError), rotated.reason
+        valid = world.rig.tunnels.is_token_valid(world.rig.secret(arn)["accessToken"])
+        if all(r.status == "SUCCESS" for r in outcomes):
+            assert valid, "both rotations reported success, but the secret holds a revoked token"
+        else:
+            # The failure told the operator to rotate again: that must heal the secret.
+            healed = world.rotate(stage.rotates)
+            assert healed.status == "SUCCESS", healed.reason
+        _check_rotated(world, stage, old_token)
+        summary = "; ".join(
+            f"{r.status}" + (f" at {r.failed_step}: {r.reason}" if r.failure else "") for r in outcomes
+        )
+        LEDGER.rows.append(
+            (
+                "duplicates",
+                f"{event}: two rotate-secret calls at the same time",
+                f"{summary}; token valid before any retry: {valid}",
+            )
+        )

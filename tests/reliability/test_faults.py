@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
 from secure_tunnel_handler.entrypoint import SAFETY_MARGIN_SECONDS
 from secure_tunnel_handler.retries import Retrier
 from secure_tunnel_handler.rotation import RotationError
-from tests.reliability.fault_proxy import FOREVER, Call, FaultProxy
+from tests.reliability.fault_proxy import ANY, FOREVER, Call, FaultProxy
 from tests.reliability.ledger import LEDGER
 from tests.reliability.stack import (
     EVENTS,
@@ -77,6 +77,13 @@ KINDS = (
     FaultKind("not found", "ResourceNotFoundException", "ResourceNotFoundException", 400),
     FaultKind("open-tunnel limit", "LimitExceededException", "LimitExceededException", 400),
 )
+# Lambda stops a rotation step that runs out of time at any point: the call took effect, its
+# answer is lost and the function makes no further progress (every later call fails until the
+# short deadline). CloudFormation events have their own timeout matrix, with crhelper's timer
+# (test_cloudformation_side.py); a rotation has no timer: Secrets Manager just sees the step fail.
+KILLED = FaultKind("Lambda timed out after the call", "connection", "connection", 0, times=1, mode="kill",
+                   retry_window=0.15)  # fmt: skip
+BLACKOUT = {"tunnels": "InternalFailureException", "secrets": "InternalServiceError"}
 
 # Tunnel calls that act on one tunnel: "not found" really deletes it before the call.
 TUNNEL_TARGETED = frozenset(
@@ -174,7 +181,6 @@ class Armed:
 
     #: Secrets the handler was told are gone: checks skip them, as if they had been deleted.
     missing: frozenset[str] = frozenset()
-    fired: list[Call] = field(default_factory=list)
 
 
 def arm(world: World, slot: Slot, kind: FaultKind, stage: Stage) -> Armed:
@@ -184,6 +190,8 @@ def arm(world: World, slot: Slot, kind: FaultKind, stage: Stage) -> Armed:
     if kind.name == "not found" and slot.call.operation in TUNNEL_TARGETED:
         # Realistic: the tunnel is deleted just before the call; the emulator answers by itself.
         mode, before = "forward", _deleting(world)
+    if kind is KILLED:
+        mode, before = "lose", _blacking_out(world)
     service_proxy.fail(
         slot.call.operation,
         kind.code(slot.service),
@@ -199,6 +207,16 @@ def arm(world: World, slot: Slot, kind: FaultKind, stage: Stage) -> Armed:
     gone = kind.name == "not found" and slot.call.operation == "GetSecretValue" and not stage.rotates
     arn = world.secret_arn(slot.role)
     return Armed(missing=frozenset({arn}) if gone else frozenset())
+
+
+def _blacking_out(world: World) -> Callable[[Call], None]:
+    """From this call on, every call of either service fails (the function is no more)."""
+
+    def black_out(_: Call) -> None:
+        for service, proxy in (("tunnels", world.proxies.tunnels), ("secrets", world.proxies.secrets)):
+            proxy.fail(ANY, BLACKOUT[service], 500)
+
+    return black_out
 
 
 def _deleting(world: World) -> Callable[[Call], None]:
@@ -288,38 +306,52 @@ def check_other_token_valid(world: World, rotated: Rotated) -> None:
         assert world.rig.tunnels.is_token_valid(token), "the other secret's token was revoked"
 
 
+def check_answer(event: str, delivery: Delivery, slot: Slot, kind: FaultKind) -> None:
+    """CloudFormation got one response, with the expected status and a clear reason."""
+    assert len(delivery.responses) == 1, f"{len(delivery.responses)} responses"
+    expected = expected_status(event, slot, kind)
+    assert delivery.status == expected, f"expected {expected}, got {delivery.status}: {delivery.reason}"
+    if delivery.status == "FAILED":
+        check_reason(delivery, slot, kind)
+
+
+def check_rotation_answer(world: World, event: str, rotated: Rotated, slot: Slot, kind: FaultKind) -> Rotated:
+    """The rotation ended as expected, with a clear error if it failed, and revoked no token of
+    the other secret. Returns the rotation as Secrets Manager saw it (a killed step failed)."""
+    check_other_token_valid(world, rotated)
+    if kind is KILLED:
+        # Whatever the function would have answered, Lambda stopped it: the step failed.
+        return rotated.timed_out()
+    expected = expected_status(event, slot, kind)
+    assert rotated.status == expected, f"expected {expected}, got {rotated.status}: {rotated.reason}"
+    if rotated.status == "FAILED":
+        check_rotation_reason(rotated, slot, kind)
+    return rotated
+
+
 def run_scenario(world: World, event: str, slot: Slot, kind: FaultKind) -> str:
     """Fail ``slot`` with ``kind`` during ``event``; check everything; returns the outcome."""
     stage = ALL_EVENTS[event](world)
-    rotated_token = (
-        world.rig.secret(world.secret_arn(stage.rotates))["accessToken"] if stage.rotates else None
-    )
+    old_token = world.rig.secret(world.secret_arn(stage.rotates))["accessToken"] if stage.rotates else None
     world.proxies.clear()
     armed = arm(world, slot, kind, stage)
     delivery = _send(world, stage, kind)
     fired = len(world.proxies.tunnels.faulted) + len(world.proxies.secrets.faulted)
 
     assert fired, "the fault never fired: the call was not made"
-    if isinstance(delivery, Delivery):
-        assert len(delivery.responses) == 1, f"{len(delivery.responses)} responses"
-    expected = expected_status(event, slot, kind)
-    assert delivery.status == expected, f"expected {expected}, got {delivery.status}: {delivery.reason}"
     if isinstance(delivery, Rotated):
-        if delivery.status == "FAILED":
-            check_rotation_reason(delivery, slot, kind)
-        check_other_token_valid(world, delivery)
-    elif delivery.status == "FAILED":
-        check_reason(delivery, slot, kind)
+        delivery = check_rotation_answer(world, event, delivery, slot, kind)
+    else:
+        check_answer(event, delivery, slot, kind)
     assert not world.orphans(referenced_after(stage, delivery)), "an unreferenced tunnel is OPEN"
     allowed = {stage.before, delivery.physical_id, *stage.kept}
     check_secrets_agree(world, allowed, "after the event", armed.missing)
-    referenced = settle(world, stage, delivery)
-    check_settled(world, referenced, allowed, armed.missing)
+    check_settled(world, settle(world, stage, delivery), allowed, armed.missing)
     if isinstance(delivery, Rotated):
-        now = world.rig.secret(delivery.secret_arn)["accessToken"]
-        assert now != rotated_token, "once settled, the rotated secret still holds the old token"
-    if isinstance(delivery, Rotated) and delivery.failure:
-        return f"FAILED at {delivery.failed_step}: {delivery.reason}"
+        new_token = world.rig.secret(delivery.secret_arn)["accessToken"]
+        assert new_token != old_token, "once settled, the rotated secret still holds the old token"
+        if delivery.failure:
+            return f"FAILED at {delivery.failed_step}: {delivery.reason}"
     return f"{delivery.status}: {delivery.reason}" if delivery.reason else delivery.status
 
 
@@ -338,9 +370,12 @@ def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Retrier, "_backoff", lambda self, attempt: BACKOFF_SCALE * backoff(self, attempt))
 
 
+MATRIX = [(event, kind) for event in EVENTS for kind in KINDS]
+MATRIX += [(event, kind) for event in ROTATIONS for kind in (*KINDS, KILLED)]
+
+
 @pytest.mark.usefixtures("quick_backoff")
-@pytest.mark.parametrize("kind", KINDS, ids=[k.name for k in KINDS])
-@pytest.mark.parametrize("event", list(ALL_EVENTS))
+@pytest.mark.parametrize(("event", "kind"), MATRIX, ids=[f"{e}-{k.name}" for e, k in MATRIX])
 def test_every_call_of_the_event_failing_in_turn(world: World, event: str, kind: FaultKind) -> None:
     slots = recorded_slots(world, event)
     assert slots, "the event made no call"

@@ -12,7 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -87,6 +87,10 @@ class Rotated:
     steps: list[str]
     #: ``(step, exception)`` of the step that failed, as Secrets Manager records it.
     failure: tuple[str, BaseException] | None
+
+    def timed_out(self) -> Rotated:
+        """The rotation as Secrets Manager saw it when Lambda stopped its last step."""
+        return replace(self, failure=(self.steps[-1], TimeoutError("Task timed out")))
 
     @property
     def status(self) -> str:
@@ -210,19 +214,18 @@ class World:
         """``aws secretsmanager rotate-secret`` of the ``role`` secret: Secrets Manager runs the
         four steps, or retries the unfinished rotation of an earlier call (and answers that)."""
         arn = self.secret_arn(role)
-        tunnel_id = str(self.secret_tunnel(arn))
-        invoked, failed = len(self.rotation.invocations), len(self.rotation.failures)
-        self.rotation.context = (lambda: context) if context else LambdaContext
+        tunnel_id, call = str(self.secret_tunnel(arn)), str(uuid.uuid4())
+        if context:
+            self.rotation.context = lambda: context
         try:
-            self.rig.secrets.rotate_secret(SecretId=arn)
+            self.rig.secrets.rotate_secret(SecretId=arn, ClientRequestToken=call)
         except ClientError as exc:
             if PREVIOUS_ROTATION not in str(exc):
                 raise
         finally:
             self.rotation.context = LambdaContext
-        steps = [e["Step"] for e in self.rotation.invocations[invoked:]]
-        failures = self.rotation.failures[failed:]
-        return Rotated(arn, tunnel_id, steps, failures[0] if failures else None)
+        run = self.rotation.runs[call]
+        return Rotated(arn, tunnel_id, list(run.steps), run.failure)
 
     def rotation_unfinished(self, arn: str) -> bool:
         """Whether AWSPENDING is on a version that is not AWSCURRENT (RotateSecret then retries

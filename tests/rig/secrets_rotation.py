@@ -40,6 +40,14 @@ PREVIOUS_ROTATION = "A previous rotation isn't complete. That rotation will be r
 
 
 @dataclass
+class Run:
+    """The steps one RotateSecret call invoked, and the failure that stopped them."""
+
+    steps: list[str] = field(default_factory=list)
+    failure: tuple[str, BaseException] | None = None
+
+
+@dataclass
 class SecretsManagerRotation:
     """Invokes ``handler`` for RotateSecret as Secrets Manager invokes a rotation function."""
 
@@ -52,6 +60,10 @@ class SecretsManagerRotation:
     failures: list[tuple[str, BaseException]] = field(default_factory=list)
     #: The Lambda context of each invocation (e.g. a short one, to bound the handler's retries).
     context: Callable[[], LambdaContext] = LambdaContext
+    #: What each RotateSecret call ran, by the call's ClientRequestToken (boto3 always sends one).
+    runs: dict[str, Run] = field(default_factory=dict)
+    #: Handlers (execution environments) that serve the next RotateSecret calls, one call each.
+    environments: list[Handler] = field(default_factory=list)
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Serve RotateSecret from this object until the test ends."""
@@ -95,10 +107,12 @@ class SecretsManagerRotation:
             ),
             None,
         )
-        if unfinished is not None:
-            self._invoke(secret, unfinished)
-            raise InvalidRequestException(PREVIOUS_ROTATION)
         version_id = client_request_token or str(uuid.uuid4())
+        run = self.runs[version_id] = Run()
+        handler = self.environments.pop(0) if self.environments else self.handler
+        if unfinished is not None:
+            self._invoke(secret, unfinished, run, handler)
+            raise InvalidRequestException(PREVIOUS_ROTATION)
         if rotate_immediately:
             secret.remove_version_stages_from_old_versions([PENDING])
             secret.versions[version_id] = {
@@ -106,7 +120,7 @@ class SecretsManagerRotation:
                 "version_id": version_id,
                 "version_stages": [PENDING],
             }
-            self._invoke(secret, version_id)
+            self._invoke(secret, version_id, run, handler)
         return json.dumps({"ARN": secret.arn, "Name": secret.name, "VersionId": version_id})
 
     def step_event(self, secret_arn: str, version_id: str, step: str) -> dict[str, Any]:
@@ -118,16 +132,18 @@ class SecretsManagerRotation:
             "RotationToken": str(uuid.uuid4()),
         }
 
-    def _invoke(self, secret: Any, version_id: str) -> None:
+    def _invoke(self, secret: Any, version_id: str, run: Run, handler: Handler) -> None:
         if not self.run_steps:
             return
         for step in STEPS:
             event = self.step_event(secret.arn, version_id, step)
             self.invocations.append(event)
+            run.steps.append(step)
             try:
-                self.handler(event, self.context())
+                handler(event, self.context())
             except Exception as exc:
                 self.failures.append((step, exc))
+                run.failure = (step, exc)
                 return
             finally:
                 # moto's UpdateSecretVersionStage leaves the default version (what GetSecretValue
