@@ -13,8 +13,9 @@ the next rotate-secret, after a stack update if its tunnel is gone. Checked for 
 - right after the event and once the stack settled, no OPEN tunnel that CloudFormation does not
   reference;
 - the two secrets always agree on one tunnel, the previous or the new one; once settled they
-  hold valid tokens of the tunnel CloudFormation references. A rotation never revokes the token
-  of the other secret, and once settled it has issued a new token and left nothing unfinished.
+  hold valid tokens of the tunnel CloudFormation references. After a rotation the secret holds
+  its previous token or a new, valid one, the other secret's token is never revoked, and once
+  settled the secret holds a new token and no rotation is left unfinished.
 """
 
 from __future__ import annotations
@@ -297,13 +298,17 @@ def check_rotation_reason(rotated: Rotated, slot: Slot, kind: FaultKind) -> None
         assert "access denied" in reason, reason
 
 
-def check_other_token_valid(world: World, rotated: Rotated) -> None:
-    """A rotation revokes no token but the rotated secret's: the other secret's stays valid
-    (while its tunnel exists: a "not found" fault deletes the tunnel)."""
+def check_rotation_tokens(world: World, rotated: Rotated, old_token: str | None) -> None:
+    """The rotated secret holds its previous token or a new, valid one; the other secret's token
+    is never revoked (while the tunnel exists: a "not found" fault deletes it)."""
+    if world.rig.tunnels.tunnel(rotated.tunnel_id) is None:
+        return
     other = next(arn for arn in world.secret_tunnels() if arn != rotated.secret_arn)
-    if world.rig.tunnels.tunnel(rotated.tunnel_id) is not None:
-        token = world.rig.secret(other)["accessToken"]
-        assert world.rig.tunnels.is_token_valid(token), "the other secret's token was revoked"
+    assert world.rig.tunnels.is_token_valid(world.rig.secret(other)["accessToken"]), (
+        "the other secret's token was revoked"
+    )
+    now = world.rig.secret(rotated.secret_arn)["accessToken"]
+    assert now == old_token or world.rig.tunnels.is_token_valid(now), "AWSCURRENT moved to a revoked token"
 
 
 def check_answer(event: str, delivery: Delivery, slot: Slot, kind: FaultKind) -> None:
@@ -315,10 +320,9 @@ def check_answer(event: str, delivery: Delivery, slot: Slot, kind: FaultKind) ->
         check_reason(delivery, slot, kind)
 
 
-def check_rotation_answer(world: World, event: str, rotated: Rotated, slot: Slot, kind: FaultKind) -> Rotated:
-    """The rotation ended as expected, with a clear error if it failed, and revoked no token of
-    the other secret. Returns the rotation as Secrets Manager saw it (a killed step failed)."""
-    check_other_token_valid(world, rotated)
+def check_rotation_answer(event: str, rotated: Rotated, slot: Slot, kind: FaultKind) -> Rotated:
+    """The rotation ended as expected, with a clear error if it failed. Returns the rotation as
+    Secrets Manager saw it (a killed step failed)."""
     if kind is KILLED:
         # Whatever the function would have answered, Lambda stopped it: the step failed.
         return rotated.timed_out()
@@ -340,7 +344,8 @@ def run_scenario(world: World, event: str, slot: Slot, kind: FaultKind) -> str:
 
     assert fired, "the fault never fired: the call was not made"
     if isinstance(delivery, Rotated):
-        delivery = check_rotation_answer(world, event, delivery, slot, kind)
+        check_rotation_tokens(world, delivery, old_token)
+        delivery = check_rotation_answer(event, delivery, slot, kind)
     else:
         check_answer(event, delivery, slot, kind)
     assert not world.orphans(referenced_after(stage, delivery)), "an unreferenced tunnel is OPEN"
