@@ -5,6 +5,10 @@ of the handler's module state (crhelper's ``CfnResource``, the cached clients, t
 Threads calling one imported handler would share that state, which Lambda never does; so each
 concurrent invocation here gets the handler package imported afresh under its usual name, then
 taken out of ``sys.modules`` again so the rest of the session keeps the original.
+
+One module is shared: ``rotation``, which the entry point imports only when a rotation step
+arrives, resolves to the session's copy at that time. It keeps no state of its own but the
+redactor's memory of tokens (which masks log lines; the rotation steps log no token).
 """
 
 from __future__ import annotations
