@@ -58,14 +58,11 @@ def _version(rig: Rig, arn: str, stage: str) -> str:
 
 def _snapshot(rig: Rig, arn: str) -> tuple[Any, ...]:
     """Everything a rotation step could change: labels, values, tokens, calls that rotate."""
-    values = {}
-    for version in _stages(rig, arn):
-        try:
-            values[version] = rig.secrets.get_secret_value(SecretId=arn, VersionId=version)["SecretString"]
-        except ClientError:
-            values[version] = None  # the empty version RotateSecret adds
+    versions = rig.secret_versions(arn)
+    labels = {v: stages for v, (stages, _) in versions.items()}
+    values = {v: value for v, (_, value) in versions.items()}
     tunnels = {t: rig.tunnel(t) for t in rig.tunnels.open_tunnel_ids()}
-    return _stages(rig, arn), values, tunnels, rig.tunnels.call_count("RotateTunnelAccessToken")
+    return labels, values, tunnels, rig.tunnels.call_count("RotateTunnelAccessToken")
 
 
 def _step(rotation: SecretsManagerRotation, handler: Handler, arn: str, version: str, step: str) -> None:

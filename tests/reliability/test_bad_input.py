@@ -23,6 +23,7 @@ from secure_tunnel_handler.rotation import RotationError
 from tests.reliability.ledger import LEDGER
 from tests.reliability.world import World
 from tests.rig.cloudformation import LambdaContext
+from tests.rig.secrets_rotation import STEPS
 
 NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 TAG_PUNCTUATION = "_.:/=+-@"
@@ -219,27 +220,14 @@ def test_invalid_properties_on_update_fail_clearly_and_change_nothing(
 
 # --- rotation events -------------------------------------------------------------------------
 
-ROTATION_STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 bad_rotation_fields: dict[str, st.SearchStrategy[Any]] = {
-    "Step": st.one_of(wrong_type, st.text(max_size=20).filter(lambda s: s not in ROTATION_STEPS)),
+    "Step": st.one_of(wrong_type, st.text(max_size=20).filter(lambda s: s not in STEPS)),
     "SecretId": st.one_of(
         wrong_type, st.just(""), st.just(ARN.format("elsewhere")), st.text(min_size=1, max_size=30)
     ),
     # A version that does not exist, or is not a string.
     "ClientRequestToken": st.one_of(wrong_type, st.just(""), st.uuids().map(str)),
 }
-
-
-def _labels_and_values(world: World, arn: str) -> dict[str, tuple[list[str], str | None]]:
-    versions = world.rig.secrets.describe_secret(SecretId=arn)["VersionIdsToStages"]
-    values = {}
-    for version, stages in versions.items():
-        try:
-            value = world.rig.secrets.get_secret_value(SecretId=arn, VersionId=version)["SecretString"]
-        except world.rig.secrets.exceptions.ResourceNotFoundException:
-            value = None  # the empty version RotateSecret adds
-        values[version] = (sorted(stages), value)
-    return values
 
 
 #: One field of a rotation step event, and a bad value for it.
@@ -249,7 +237,7 @@ broken_field = st.sampled_from(sorted(bad_rotation_fields)).flatmap(
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(broken=broken_field, step=st.sampled_from(ROTATION_STEPS))
+@given(broken=broken_field, step=st.sampled_from(STEPS))
 def test_invalid_rotation_events_fail_clearly_and_change_nothing(
     world: World, broken: tuple[str, Any], step: str
 ) -> None:
@@ -262,7 +250,7 @@ def test_invalid_rotation_events_fail_clearly_and_change_nothing(
         world.rotation.run_steps = False
         arn = world.rig.source_secret
         version = world.rig.secrets.rotate_secret(SecretId=arn)["VersionId"]
-        before = _labels_and_values(world, arn)
+        before = world.rig.secret_versions(arn)
         world.proxies.clear()
         field, value = broken
         event = {**world.rotation.step_event(arn, version, step), field: value}
@@ -272,7 +260,7 @@ def test_invalid_rotation_events_fail_clearly_and_change_nothing(
 
         assert str(failure.value), "an empty error message"
         assert not world.proxies.tunnels.recorded(), "an IoT Secure Tunneling call was made"
-        assert _labels_and_values(world, arn) == before
+        assert world.rig.secret_versions(arn) == before
 
 
 # --- the parser alone: valid inputs always parse -----------------------------------------------

@@ -24,7 +24,7 @@ import pytest
 from secure_tunnel_handler.rotation import RotationError
 from tests.reliability.environments import new_environment
 from tests.reliability.ledger import LEDGER
-from tests.reliability.stack import EVENTS, ROTATIONS, Stage, check_settled
+from tests.reliability.stack import EVENTS, ROTATIONS, Stage, check_rotation_settled, check_settled
 from tests.reliability.world import Delivery, Rotated, World, wait_until
 from tests.rig.cloudformation import LambdaContext
 from tests.rig.harness import Handler
@@ -235,10 +235,8 @@ def _rotations_of(world: World, stage: Stage) -> int:
 def _check_rotated(world: World, stage: Stage, old_token: str) -> None:
     """Settled: a new, valid token in the rotated secret, both secrets on the stack's tunnel,
     nothing unfinished."""
-    arn = world.secret_arn(stage.rotates)
     check_settled(world, {str(stage.physical_id)}, {stage.before})
-    assert world.rig.secret(arn)["accessToken"] != old_token, "the secret still holds the old token"
-    assert not world.rotation_unfinished(arn), "an unfinished rotation is left"
+    check_rotation_settled(world, world.secret_arn(stage.rotates), old_token)
 
 
 @pytest.mark.parametrize("event", list(ROTATIONS))

@@ -35,6 +35,7 @@ from tests.reliability.stack import (
     EVENTS,
     ROTATIONS,
     Stage,
+    check_rotation_settled,
     check_secrets_agree,
     check_settled,
     referenced_after,
@@ -303,7 +304,7 @@ def check_rotation_tokens(world: World, rotated: Rotated, old_token: str | None)
     is never revoked (while the tunnel exists: a "not found" fault deletes it)."""
     if world.rig.tunnels.tunnel(rotated.tunnel_id) is None:
         return
-    other = next(arn for arn in world.secret_tunnels() if arn != rotated.secret_arn)
+    (other,) = {world.rig.source_secret, world.rig.destination_secret} - {rotated.secret_arn}
     assert world.rig.tunnels.is_token_valid(world.rig.secret(other)["accessToken"]), (
         "the other secret's token was revoked"
     )
@@ -353,8 +354,7 @@ def run_scenario(world: World, event: str, slot: Slot, kind: FaultKind) -> str:
     check_secrets_agree(world, allowed, "after the event", armed.missing)
     check_settled(world, settle(world, stage, delivery), allowed, armed.missing)
     if isinstance(delivery, Rotated):
-        new_token = world.rig.secret(delivery.secret_arn)["accessToken"]
-        assert new_token != old_token, "once settled, the rotated secret still holds the old token"
+        check_rotation_settled(world, delivery.secret_arn, old_token)
         if delivery.failure:
             return f"FAILED at {delivery.failed_step}: {delivery.reason}"
     return f"{delivery.status}: {delivery.reason}" if delivery.reason else delivery.status

@@ -24,11 +24,10 @@ from tests.reliability.ledger import LEDGER, count_token_hits
 from tests.rig.cloudformation import LambdaContext, event
 from tests.rig.harness import Handler, Rig
 from tests.rig.secrets_rotation import (
-    CURRENT,
     FUNCTION_ARN,
-    PENDING,
     PREVIOUS_ROTATION,
     SecretsManagerRotation,
+    is_unfinished,
 )
 
 PLACEHOLDER = None  # the tunnel id of a secret still holding the rig's {"status": "pending"}
@@ -231,7 +230,7 @@ class World:
         """Whether AWSPENDING is on a version that is not AWSCURRENT (RotateSecret then retries
         that rotation instead of starting a new one)."""
         versions = self.rig.secrets.describe_secret(SecretId=arn)["VersionIdsToStages"]
-        return any(PENDING in stages and CURRENT not in stages for stages in versions.values())
+        return any(is_unfinished(stages) for stages in versions.values())
 
     # --- what the rig holds -------------------------------------------------------------
 

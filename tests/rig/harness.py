@@ -117,6 +117,21 @@ class Rig:
         value = self.secrets.get_secret_value(SecretId=arn, VersionStage=stage)["SecretString"]
         return dict(json.loads(value))
 
+    def secret_versions(self, arn: str) -> dict[str, tuple[list[str], str | None]]:
+        """Each version with a staging label (as AWS lists them): its sorted labels and its value
+        (None for the empty version RotateSecret adds)."""
+        listed = self.secrets.describe_secret(SecretId=arn)["VersionIdsToStages"]
+        versions: dict[str, tuple[list[str], str | None]] = {}
+        for version, stages in listed.items():
+            if not stages:
+                continue
+            try:
+                value = self.secrets.get_secret_value(SecretId=arn, VersionId=version)["SecretString"]
+            except self.secrets.exceptions.ResourceNotFoundException:
+                value = None
+            versions[version] = (sorted(stages), value)
+        return versions
+
     @contextmanager
     def environment(self, values: dict[str, str]) -> Iterator[None]:
         """Set environment variables for the duration of the block."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,11 @@ FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:secure-tunnel-han
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 CURRENT, PENDING = "AWSCURRENT", "AWSPENDING"
 PREVIOUS_ROTATION = "A previous rotation isn't complete. That rotation will be reattempted."
+
+
+def is_unfinished(stages: Collection[str]) -> bool:
+    """Whether a version's labels show a rotation under way: AWSPENDING without AWSCURRENT."""
+    return PENDING in stages and CURRENT not in stages
 
 
 @dataclass
@@ -100,12 +105,7 @@ class SecretsManagerRotation:
             raise InvalidRequestException("No Lambda rotation function ARN is associated with this secret.")
         secret.rotation_requested = secret.rotation_enabled = True
         unfinished = next(
-            (
-                v
-                for v, data in secret.versions.items()
-                if PENDING in data["version_stages"] and CURRENT not in data["version_stages"]
-            ),
-            None,
+            (v for v, data in secret.versions.items() if is_unfinished(data["version_stages"])), None
         )
         version_id = client_request_token or str(uuid.uuid4())
         run = self.runs[version_id] = Run()
