@@ -21,7 +21,8 @@ from mypy_boto3_iotsecuretunneling import IoTSecureTunnelingClient
 from mypy_boto3_iotsecuretunneling.literals import ClientModeType
 from mypy_boto3_iotsecuretunneling.type_defs import DestinationConfigTypeDef, TagTypeDef
 
-from tests.rig.tunneling_emulator import TunnelingEmulator
+from tests.rig.iam_policy import Decision, condition_holds, evaluate, handler_policy
+from tests.rig.tunneling_emulator import RETENTION_SECONDS, TunnelingEmulator
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -636,3 +637,510 @@ def test_lifecycle_start_stop() -> None:
     emulator.stop()  # idempotent
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url, timeout=1)  # noqa: S310 - loopback emulator
+
+
+# --- IAM enforcement ---------------------------------------------------------------------------
+
+OWNER = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/Demo/0f1e2d3c"
+OWNER_TAG = "iot-secure-tunnel:owner"
+OWNER_TAGS: list[TagTypeDef] = [{"key": OWNER_TAG, "value": OWNER}]
+TUNNELS = f"arn:aws:iot:{REGION}:{ACCOUNT}:tunnel/*"
+DEVICE_ARN = f"arn:aws:iot:{REGION}:{ACCOUNT}:thing/demo-device"
+PRINCIPAL = f"arn:aws:sts::{ACCOUNT}:assumed-role/handler-role/handler"
+
+
+def handler_like_policy() -> dict[str, Any]:
+    """Shaped like the handler's policy, with its old defect: the owner-tag condition also on
+    ListTagsForResource, TagResource and UntagResource, whose tunnel requests carry no
+    aws:ResourceTag key."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "OpenTunnelsTaggedWithThisStack",
+                "Effect": "Allow",
+                "Action": "iot:OpenTunnel",
+                "Resource": [DEVICE_ARN, TUNNELS],
+                "Condition": {"StringEquals": {f"aws:RequestTag/{OWNER_TAG}": OWNER}},
+            },
+            {
+                "Sid": "ManageTunnelsOfThisStack",
+                "Effect": "Allow",
+                "Action": [
+                    "iot:CloseTunnel",
+                    "iot:DescribeTunnel",
+                    "iot:ListTagsForResource",
+                    "iot:RotateTunnelAccessToken",
+                    "iot:TagResource",
+                    "iot:UntagResource",
+                ],
+                "Resource": TUNNELS,
+                "Condition": {"StringEquals": {f"aws:ResourceTag/{OWNER_TAG}": OWNER}},
+            },
+            {
+                "Sid": "RotateTheThing",
+                "Effect": "Allow",
+                "Action": "iot:RotateTunnelAccessToken",
+                "Resource": DEVICE_ARN,
+            },
+            {"Sid": "FindTunnelsOfAThing", "Effect": "Allow", "Action": "iot:ListTunnels", "Resource": "*"},
+        ],
+    }
+
+
+def denial(call: Callable[[], object]) -> tuple[str, int, str]:
+    """Code, HTTP status and message of a call that must fail."""
+    with pytest.raises(ClientError) as info:
+        call()
+    response = info.value.response
+    return (
+        response["Error"]["Code"],
+        response["ResponseMetadata"]["HTTPStatusCode"],
+        response["Error"]["Message"],
+    )
+
+
+def not_allowed(operation: str, resource: str) -> tuple[str, int, str]:
+    message = (
+        f"User: {PRINCIPAL} is not authorized to perform: iot:{operation} on resource: {resource} "
+        f"because no identity-based policy allows the iot:{operation} action"
+    )
+    return "AccessDeniedException", 400, message
+
+
+def test_a_tag_condition_denies_list_tags_but_not_describe(
+    emulator: TunnelingEmulator, client: Client
+) -> None:
+    emulator.enforce(handler_like_policy(), principal=PRINCIPAL)
+    opened = client.open_tunnel(destinationConfig=DEST, tags=OWNER_TAGS)
+    arn = opened["tunnelArn"]
+
+    assert client.describe_tunnel(tunnelId=opened["tunnelId"])["tunnel"]["tags"] == OWNER_TAGS
+    assert denial(lambda: client.list_tags_for_resource(resourceArn=arn)) == not_allowed(
+        "ListTagsForResource", arn
+    )
+    assert error_of(lambda: client.tag_resource(resourceArn=arn, tags=[{"key": "k", "value": "v"}])) == (
+        "AccessDeniedException",
+        400,
+    )
+    assert error_of(lambda: client.untag_resource(resourceArn=arn, tagKeys=["k"])) == (
+        "AccessDeniedException",
+        400,
+    )
+    client.rotate_tunnel_access_token(tunnelId=opened["tunnelId"], clientMode="ALL", destinationConfig=DEST)
+    assert [s["tunnelId"] for s in client.list_tunnels()["tunnelSummaries"]] == [opened["tunnelId"]]
+    client.close_tunnel(tunnelId=opened["tunnelId"], delete=True)
+    assert emulator.denied == [("ListTagsForResource", arn), ("TagResource", arn), ("UntagResource", arn)]
+
+
+def test_open_is_authorized_on_the_new_tunnel_and_on_the_thing(
+    emulator: TunnelingEmulator, client: Client
+) -> None:
+    emulator.enforce(handler_like_policy(), principal=PRINCIPAL)
+    other: DestinationConfigTypeDef = {"thingName": "other-device", "services": ["SSH"]}
+
+    code, status, message = denial(lambda: client.open_tunnel(destinationConfig=DEST))
+    assert (code, status) == ("AccessDeniedException", 400)
+    assert message.startswith(f"User: {PRINCIPAL} is not authorized to perform: iot:OpenTunnel on resource: ")
+    other_thing = f"arn:aws:iot:{REGION}:{ACCOUNT}:thing/other-device"
+    assert denial(lambda: client.open_tunnel(destinationConfig=other, tags=OWNER_TAGS)) == not_allowed(
+        "OpenTunnel", other_thing
+    )
+    opened = client.open_tunnel(destinationConfig=DEST, tags=OWNER_TAGS)
+
+    (untagged_op, untagged_arn), denied_thing = emulator.denied
+    assert untagged_op == "OpenTunnel" and uuid.UUID(untagged_arn.removeprefix(TUNNELS[:-1]))  # a new id
+    assert denied_thing == ("OpenTunnel", other_thing)
+    assert emulator.open_tunnel_ids() == [opened["tunnelId"]] and len(emulator.issued_tokens) == 2
+
+
+def test_rotation_with_a_destination_config_is_authorized_on_the_thing(
+    emulator: TunnelingEmulator, client: Client
+) -> None:
+    policy = handler_like_policy()
+    emulator.enforce(policy, principal=PRINCIPAL)
+    tunnel_id = client.open_tunnel(destinationConfig=DEST, tags=OWNER_TAGS)["tunnelId"]
+    client.rotate_tunnel_access_token(tunnelId=tunnel_id, clientMode="ALL", destinationConfig=DEST)
+
+    emulator.enforce({**policy, "Statement": policy["Statement"][:2]}, principal=PRINCIPAL)  # no thing
+    client.rotate_tunnel_access_token(tunnelId=tunnel_id, clientMode="ALL")
+    assert denial(
+        lambda: client.rotate_tunnel_access_token(
+            tunnelId=tunnel_id, clientMode="ALL", destinationConfig=DEST
+        )
+    ) == not_allowed("RotateTunnelAccessToken", DEVICE_ARN)
+
+
+def test_request_keys_of_the_operation_are_in_the_context(
+    emulator: TunnelingEmulator, client: Client
+) -> None:
+    emulator.enforce(
+        {
+            "Statement": [
+                {"Effect": "Allow", "Action": "iot:OpenTunnel", "Resource": "*"},
+                {
+                    "Effect": "Allow",
+                    "Action": "iot:CloseTunnel",
+                    "Resource": TUNNELS,
+                    "Condition": {"Bool": {"iot:Delete": "true"}},
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": "iot:RotateTunnelAccessToken",
+                    "Resource": TUNNELS,
+                    "Condition": {"StringEquals": {"iot:ClientMode": "SOURCE"}},
+                },
+            ]
+        }
+    )
+    tunnel_id, _, _ = open_tunnel(client)
+
+    client.rotate_tunnel_access_token(tunnelId=tunnel_id, clientMode="SOURCE")
+    assert error_of(lambda: client.rotate_tunnel_access_token(tunnelId=tunnel_id, clientMode="ALL"))[0] == (
+        "AccessDeniedException"
+    )
+    assert error_of(lambda: client.close_tunnel(tunnelId=tunnel_id))[0] == "AccessDeniedException"
+    client.close_tunnel(tunnelId=tunnel_id, delete=True)
+
+
+def test_an_explicit_deny_wins_over_an_allow(emulator: TunnelingEmulator, client: Client) -> None:
+    emulator.enforce(
+        {
+            "Statement": [
+                {"Effect": "Allow", "Action": ["iot:OpenTunnel", "iot:*Resource"], "Resource": "*"},
+                {
+                    "Sid": "KeepTheReservedTags",
+                    "Effect": "Deny",
+                    "Action": ["iot:TagResource", "iot:UntagResource"],
+                    "Resource": TUNNELS,
+                    "Condition": {"ForAnyValue:StringLike": {"aws:TagKeys": "iot-secure-tunnel:*"}},
+                },
+            ]
+        },
+        principal=PRINCIPAL,
+    )
+    arn = client.open_tunnel(destinationConfig=DEST, tags=OWNER_TAGS)["tunnelArn"]
+
+    client.tag_resource(resourceArn=arn, tags=[{"key": "team", "value": "ops"}])
+    client.untag_resource(resourceArn=arn, tagKeys=["team"])
+    code, status, message = denial(
+        lambda: client.untag_resource(resourceArn=arn, tagKeys=["team", OWNER_TAG])
+    )
+    assert (code, status) == ("AccessDeniedException", 400)
+    assert message.endswith(
+        f"iot:UntagResource on resource: {arn} with an explicit deny in an identity-based policy"
+    )
+    assert client.list_tags_for_resource(resourceArn=arn)["tags"] == OWNER_TAGS
+
+
+def test_without_a_policy_or_after_reset_nothing_is_denied(
+    emulator: TunnelingEmulator, client: Client
+) -> None:
+    emulator.enforce({"Statement": []})
+    assert error_of(client.list_tunnels) == ("AccessDeniedException", 400)
+    emulator.enforce(None)
+    client.list_tunnels()
+    emulator.enforce({"Statement": []})
+
+    emulator.reset()
+
+    client.list_tunnels()
+    assert emulator.denied == []
+
+
+def test_list_tunnels_is_authorized_on_any_resource(emulator: TunnelingEmulator, client: Client) -> None:
+    emulator.enforce({"Statement": [{"Effect": "Allow", "Action": "iot:ListTunnels", "Resource": TUNNELS}]})
+    assert error_of(client.list_tunnels) == ("AccessDeniedException", 400)
+
+    emulator.enforce({"Statement": [{"Effect": "Allow", "Action": "iot:ListTunnels", "Resource": "*"}]})
+
+    assert client.list_tunnels()["tunnelSummaries"] == []
+    assert emulator.denied == [("ListTunnels", "*")]
+
+
+CONTEXT = {
+    "aws:resourcetag/owner": ["me"],
+    "aws:tagkeys": ["a", "b"],
+    "aws:sourcearn": [f"arn:aws:iot:{REGION}:{ACCOUNT}:tunnel/abc"],
+    "aws:securetransport": ["true"],
+}
+
+
+@pytest.mark.parametrize(
+    ("operator", "key", "expected", "holds"),
+    [
+        ("StringEquals", "aws:ResourceTag/owner", "me", True),
+        ("StringEquals", "AWS:RESOURCETAG/OWNER", ["you", "me"], True),  # names: any case; values: or
+        ("StringEquals", "aws:ResourceTag/owner", "Me", False),
+        ("StringEqualsIgnoreCase", "aws:ResourceTag/owner", "Me", True),
+        ("StringLike", "aws:ResourceTag/owner", "m?", True),
+        ("StringNotEquals", "aws:ResourceTag/owner", ["you", "me"], False),
+        ("StringNotLike", "aws:ResourceTag/owner", "y*", True),
+        ("StringEquals", "aws:ResourceTag/absent", "me", False),  # an absent key: false
+        ("StringNotEquals", "aws:ResourceTag/absent", "me", True),  # ... unless negated
+        ("StringEqualsIfExists", "aws:ResourceTag/absent", "me", True),
+        ("StringEqualsIfExists", "aws:ResourceTag/owner", "you", False),
+        ("ForAllValues:StringEquals", "aws:TagKeys", ["a", "b", "c"], True),
+        ("ForAllValues:StringEquals", "aws:TagKeys", ["a"], False),
+        ("ForAllValues:StringEquals", "aws:absent", ["a"], True),  # absent: true
+        ("ForAllValues:StringNotLike", "aws:TagKeys", "a", False),
+        ("ForAnyValue:StringEquals", "aws:TagKeys", "b", True),
+        ("ForAnyValue:StringEquals", "aws:absent", "a", False),  # absent: false
+        ("ForAnyValue:StringNotLike", "aws:absent", "a", False),
+        ("ForAnyValue:StringNotLike", "aws:TagKeys", "a", True),
+        ("ArnLike", "aws:SourceArn", f"arn:aws:iot:*:{ACCOUNT}:tunnel/*", True),
+        ("ArnEquals", "aws:SourceArn", "arn:aws:iot:*:*:thing/*", False),
+        ("ArnLike", "aws:SourceArn", "arn:aws:iot:*", False),  # each of the six parts on its own
+        ("ArnNotLike", "aws:absent", "arn:*", True),
+        ("Bool", "aws:SecureTransport", True, True),
+        ("Bool", "aws:SecureTransport", "false", False),
+    ],
+)
+def test_condition_operators(operator: str, key: str, expected: Any, holds: bool) -> None:
+    assert condition_holds(operator, key, expected, CONTEXT) is holds
+
+
+def test_evaluation_order_and_elements() -> None:
+    allow = {"Effect": "Allow", "Action": "iot:Describe*", "Resource": TUNNELS}
+    deny = {"Effect": "Deny", "NotAction": "iot:List*", "NotResource": DEVICE_ARN}
+    arn = TUNNELS.replace("*", "abc")
+
+    assert evaluate({"Statement": allow}, "IOT:DescribeTunnel", arn, {}) is Decision.ALLOW
+    assert evaluate({"Statement": [allow, deny]}, "iot:DescribeTunnel", arn, {}) is Decision.EXPLICIT_DENY
+    assert (
+        evaluate({"Statement": [allow, deny]}, "iot:DescribeTunnel", DEVICE_ARN, {}) is Decision.IMPLICIT_DENY
+    )
+    assert evaluate({"Statement": [allow]}, "iot:DescribeTunnel", arn.upper(), {}) is Decision.IMPLICIT_DENY
+    with pytest.raises(ValueError, match="unsupported condition operator"):
+        condition_holds("NumericLessThan", "aws:EpochTime", "1", CONTEXT)
+
+
+def test_handler_policy_comes_from_a_template_with_intrinsics_resolved(
+    emulator: TunnelingEmulator, client: Client
+) -> None:
+    tunnels = {
+        "Fn::Join": [
+            "",
+            [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                ":iot:",
+                {"Ref": "AWS::Region"},
+                ":",
+                {"Ref": "AWS::AccountId"},
+                ":tunnel/*",
+            ],
+        ]
+    }
+    opening = {
+        "Sid": "Open",
+        "Effect": "Allow",
+        "Action": "iot:OpenTunnel",
+        "Resource": [{"Fn::GetAtt": ["Device", "Arn"]}, tunnels],
+        "Condition": {"StringEquals": {f"aws:RequestTag/{OWNER_TAG}": {"Ref": "AWS::StackId"}}},
+    }
+    reading = {
+        "Sid": "Read",
+        "Effect": "Allow",
+        "Action": "secretsmanager:GetSecretValue",
+        "Resource": {"Ref": "Secret"},
+    }
+    template = {
+        "Resources": {
+            "Device": {"Type": "AWS::IoT::Thing", "Properties": {"ThingName": "demo-device"}},
+            "Secret": {"Type": "AWS::SecretsManager::Secret"},
+            "Role": {
+                "Type": "AWS::IAM::Role",
+                "Properties": {
+                    "Policies": [{"PolicyName": "inline", "PolicyDocument": {"Statement": [reading]}}]
+                },
+            },
+            "Policy": {
+                "Type": "AWS::IAM::Policy",
+                "Properties": {"Roles": [{"Ref": "Role"}], "PolicyDocument": {"Statement": [opening]}},
+            },
+            "OtherPolicy": {
+                "Type": "AWS::IAM::Policy",
+                "Properties": {"Roles": [{"Ref": "OtherRole"}], "PolicyDocument": {"Statement": [reading]}},
+            },
+            "Function": {
+                "Type": "AWS::Lambda::Function",
+                "Properties": {"Role": {"Fn::GetAtt": ["Role", "Arn"]}},
+            },
+        }
+    }
+
+    policy = handler_policy(template, owner=OWNER, region=REGION, account=ACCOUNT)
+
+    assert policy == {
+        "Version": "2012-10-17",
+        "Statement": [
+            {**reading, "Resource": "*"},
+            {
+                **opening,
+                "Resource": [DEVICE_ARN, TUNNELS],
+                "Condition": {"StringEquals": {f"aws:RequestTag/{OWNER_TAG}": OWNER}},
+            },
+        ],
+    }
+    emulator.enforce(policy)
+    client.open_tunnel(destinationConfig=DEST, tags=OWNER_TAGS)
+    with pytest.raises(ValueError, match="name the handler function"):
+        handler_policy({"Resources": {}}, owner=OWNER, region=REGION, account=ACCOUNT)
+
+
+def test_deny_first_answers_as_a_role_that_has_not_propagated(
+    emulator: TunnelingEmulator, client: Client
+) -> None:
+    emulator.deny_first("OpenTunnel", times=2)
+
+    for _ in range(2):
+        code, status, message = denial(lambda: open_tunnel(client))
+        assert (code, status) == ("AccessDeniedException", 400)
+        assert message.startswith("User: arn:aws:sts::123456789012:assumed-role/")
+        assert message.endswith(
+            "is not authorized to perform: iot:OpenTunnel because no identity-based policy allows the "
+            "iot:OpenTunnel action"
+        )
+    open_tunnel(client)
+    assert emulator.call_count("OpenTunnel") == 3 and emulator.denied == []
+    with pytest.raises(ValueError, match="unknown operation"):
+        emulator.deny_first("*")
+
+
+# --- purge of closed tunnels -------------------------------------------------------------------
+
+
+def test_a_closed_tunnel_is_deleted_after_the_retention_time(
+    timed: TunnelingEmulator, clock: FakeClock
+) -> None:
+    client = make_client(timed.endpoint_url)
+    closed, _, _ = open_tunnel(client)
+    expired, _, _ = open_tunnel(client, timeoutConfig={"maxLifetimeTimeoutMinutes": 1})
+    clock.now = T0 + 10
+    client.close_tunnel(tunnelId=closed)
+
+    clock.now = T0 + 10 + RETENTION_SECONDS - 0.1
+    assert client.describe_tunnel(tunnelId=closed)["tunnel"]["status"] == "CLOSED"
+    assert [s["tunnelId"] for s in client.list_tunnels()["tunnelSummaries"]] == [expired, closed]
+    clock.now = T0 + 10 + RETENTION_SECONDS
+    assert error_of(lambda: client.describe_tunnel(tunnelId=closed)) == ("ResourceNotFoundException", 400)
+    assert [s["tunnelId"] for s in client.list_tunnels()["tunnelSummaries"]] == [expired]
+    clock.now = T0 + 60 + RETENTION_SECONDS  # an expired tunnel counts from its deadline
+    assert client.list_tunnels()["tunnelSummaries"] == []
+    assert timed.tunnel(closed) is None and timed.tunnel(expired) is None
+    assert RETENTION_SECONDS == 3 * 60 * 60
+
+
+def test_retention_time_is_configurable_and_open_tunnels_stay(clock: FakeClock) -> None:
+    with TunnelingEmulator(clock=clock, retention_seconds=60) as emulator:
+        client = make_client(emulator.endpoint_url)
+        kept, _, _ = open_tunnel(client)
+        closed, _, _ = open_tunnel(client)
+        client.close_tunnel(tunnelId=closed)
+
+        clock.now = T0 + 60
+
+        assert emulator.tunnel(closed) is None and emulator.open_tunnel_ids() == [kept]
+
+
+def test_purge_deletes_a_closed_tunnel_at_once(emulator: TunnelingEmulator, client: Client) -> None:
+    tunnel_id, _, _ = open_tunnel(client)
+    with pytest.raises(ValueError, match="is OPEN"):
+        emulator.purge(tunnel_id)
+    client.close_tunnel(tunnelId=tunnel_id)
+
+    emulator.purge(tunnel_id)
+
+    assert error_of(lambda: client.describe_tunnel(tunnelId=tunnel_id)) == ("ResourceNotFoundException", 400)
+    with pytest.raises(KeyError):
+        emulator.purge(tunnel_id)
+
+
+def test_a_purged_tunnel_under_a_tag_condition_is_access_denied(
+    timed: TunnelingEmulator, clock: FakeClock
+) -> None:
+    client = make_client(timed.endpoint_url)
+    timed.enforce(handler_like_policy(), principal=PRINCIPAL)
+    opened = client.open_tunnel(destinationConfig=DEST, tags=OWNER_TAGS)
+    tunnel_id, arn = opened["tunnelId"], opened["tunnelArn"]
+    client.close_tunnel(tunnelId=tunnel_id)
+    assert client.describe_tunnel(tunnelId=tunnel_id)["tunnel"]["status"] == "CLOSED"
+
+    clock.now = T0 + RETENTION_SECONDS
+
+    assert denial(lambda: client.describe_tunnel(tunnelId=tunnel_id)) == not_allowed("DescribeTunnel", arn)
+    assert denial(lambda: client.close_tunnel(tunnelId=tunnel_id, delete=True)) == not_allowed(
+        "CloseTunnel", arn
+    )
+    timed.enforce(None)
+    assert error_of(lambda: client.describe_tunnel(tunnelId=tunnel_id)) == ("ResourceNotFoundException", 400)
+
+
+# --- the notify topic --------------------------------------------------------------------------
+
+
+def notified_token_is(emulator: TunnelingEmulator, thing: str, token: str | None) -> bool:
+    """Whether ``thing`` was last sent ``token`` (a bool, so that a failure prints no token)."""
+    return emulator.last_notified_token(thing) == token
+
+
+def test_open_publishes_the_destination_token_to_the_thing(
+    emulator: TunnelingEmulator, client: Client
+) -> None:
+    _, _, destination = open_tunnel(
+        client, destinationConfig={"thingName": "dev-1", "services": ["SSH", "HTTP"]}
+    )
+    open_tunnel(client, destinationConfig={"services": ["SSH"]})  # no thing: nothing to publish
+
+    (notification,) = emulator.notifications
+    assert (
+        notification["thingName"] == "dev-1" and notification["topic"] == "$aws/things/dev-1/tunnels/notify"
+    )
+    payload = dict(notification["payload"])
+    sent = payload.pop("clientAccessToken") == destination
+    assert sent, "the payload must carry the tunnel's destination token"
+    assert payload == {"clientMode": "destination", "region": REGION, "services": ["SSH", "HTTP"]}
+    assert notified_token_is(emulator, "dev-1", destination) and notified_token_is(emulator, "dev-2", None)
+
+
+@pytest.mark.parametrize(
+    ("mode", "with_config", "published"),
+    [
+        ("DESTINATION", True, True),
+        ("ALL", True, True),
+        ("DESTINATION", False, False),
+        ("ALL", False, False),
+        ("SOURCE", False, False),
+    ],
+)
+def test_rotation_publishes_only_in_destination_modes_with_the_destination_config(
+    emulator: TunnelingEmulator, client: Client, mode: ClientModeType, with_config: bool, published: bool
+) -> None:
+    tunnel_id, _, first = open_tunnel(client)
+    config = {"destinationConfig": DEST} if with_config else {}
+
+    answer = client.rotate_tunnel_access_token(tunnelId=tunnel_id, clientMode=mode, **config)
+
+    assert len(emulator.notifications) == 1 + published
+    expected = answer["destinationAccessToken"] if published else first
+    assert notified_token_is(emulator, "demo-device", expected)
+
+
+def test_rotation_in_source_mode_refuses_a_destination_config(
+    emulator: TunnelingEmulator, client: Client
+) -> None:
+    tunnel_id, source, _ = open_tunnel(client)
+    rotate = partial(client.rotate_tunnel_access_token, tunnelId=tunnel_id, clientMode="SOURCE")
+
+    assert error_of(lambda: rotate(destinationConfig=DEST)) == ("ValidationException", 400)
+    assert emulator.is_token_valid(source) and len(emulator.issued_tokens) == 2
+    assert len(emulator.notifications) == 1
+
+
+def test_reset_forgets_notifications(emulator: TunnelingEmulator, client: Client) -> None:
+    open_tunnel(client)
+
+    emulator.reset()
+
+    assert emulator.notifications == [] and emulator.last_notified_token("demo-device") is None

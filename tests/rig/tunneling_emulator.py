@@ -8,6 +8,19 @@ SigV4 signatures are ignored.
 
 It keeps the service's state rules (OPEN/CLOSED, lazy expiry, rotation replaces tokens, limits,
 not-found) and lets tests inject faults, latency and throttling, and inspect what was called.
+
+It also models what bites on a real account and a stand-in would hide:
+
+- IAM, opt-in (:meth:`TunnelingEmulator.enforce`): each request is authorized against a policy
+  before it is served, on the resources AWS authorizes (developer guide, "Controlling access to
+  tunnels"), with only the condition keys the Service Authorization Reference lists for the action
+  and resource (:mod:`tests.rig.iam_reference`); :meth:`~TunnelingEmulator.deny_first` answers as a
+  role that has not propagated yet.
+- Purge: a CLOSED tunnel disappears after a retention time (developer guide, "Secure tunnel
+  lifecycle": "The tunnel can be visible in the AWS IoT console for at least three hours before it
+  is deleted").
+- The notify topic: what AWS IoT would publish to the device on ``$aws/things/<thing>/tunnels/notify``
+  (developer guide, "Configuring a remote device and using IoT agent").
 """
 
 from __future__ import annotations
@@ -24,9 +37,13 @@ import unicodedata
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self, cast
+
+from . import iam_reference
+from .iam_policy import Decision, evaluate
 
 JsonDict = dict[str, Any]
 Operation = Callable[[JsonDict], JsonDict]
@@ -44,6 +61,12 @@ OPERATIONS = (
     "ListTagsForResource",
 )
 CLIENT_MODES = ("SOURCE", "DESTINATION", "ALL")
+#: How long a CLOSED tunnel stays visible before it is deleted: "at least three hours".
+RETENTION_SECONDS = 3 * 60 * 60
+#: AWS answers a request IAM denies with the common error AccessDeniedException, HTTP 400 ("Common
+#: Errors" of the API references); the iotsecuretunneling model lists no such shape, so botocore
+#: raises a plain ClientError with that code.
+ACCESS_DENIED = "AccessDeniedException"
 
 # Service limits (botocore model; 3 services per tunnel: localproxy docs/MULTIPLEXING.md).
 MAX_SERVICES = 3
@@ -83,7 +106,15 @@ class _Tunnel:
     updated_at: float
     source_token: str
     destination_token: str
-    closed: bool = False
+    closed_at: float | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_at is not None
+
+    def close(self, when: float) -> None:
+        """Mark the tunnel CLOSED at ``when`` (epoch seconds)."""
+        self.closed_at = self.updated_at = when
 
 
 @dataclass
@@ -185,6 +216,35 @@ def _required_str(body: JsonDict, key: str) -> str:
     return value
 
 
+def _strings(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _config_of(body: JsonDict) -> JsonDict:
+    """A request's destinationConfig, unvalidated ({} if absent or not a structure)."""
+    config = body.get("destinationConfig")
+    return config if isinstance(config, dict) else {}
+
+
+def _thing_of(body: JsonDict) -> str | None:
+    """The thing a request's destinationConfig names, if any (unvalidated)."""
+    thing = _config_of(body).get("thingName")
+    return thing if isinstance(thing, str) and thing else None
+
+
+def _request_tags(body: JsonDict) -> dict[str, str]:
+    """A request's tags as key -> value (unvalidated; malformed entries are left out)."""
+    tags = body.get("tags")
+    if not isinstance(tags, list):
+        return {}
+    pairs = (t for t in tags if isinstance(t, dict))
+    return {
+        t["key"]: t["value"]
+        for t in pairs
+        if isinstance(t.get("key"), str) and isinstance(t.get("value"), str)
+    }
+
+
 def _tag_list(tags: dict[str, str]) -> list[JsonDict]:
     return [{"key": k, "value": v} for k, v in tags.items()]
 
@@ -254,7 +314,7 @@ class TunnelingEmulator:
     Every public method is thread-safe (one lock); the HTTP server runs in a daemon thread.
     Request order inside the server: record in :attr:`calls`, run the :meth:`on_call` hook,
     sleep the :meth:`latency`, apply the :meth:`throttle` rate limit, apply :meth:`inject`
-    faults, then serve the operation.
+    faults, expire and purge tunnels, authorize (after :meth:`enforce`), then serve the operation.
     """
 
     def __init__(
@@ -263,12 +323,15 @@ class TunnelingEmulator:
         account: str = "123456789012",
         max_open_tunnels: int = 900,
         clock: Callable[[], float] = time.time,
+        retention_seconds: float = RETENTION_SECONDS,
     ) -> None:
-        """Configure (not start) an emulator; ``clock`` gives epoch seconds for lifetimes."""
+        """Configure (not start) an emulator; ``clock`` gives epoch seconds for lifetimes, and a
+        CLOSED tunnel is deleted ``retention_seconds`` after it closed."""
         self.region = region
         self.account = account
         self.max_open_tunnels = max_open_tunnels
         self.clock = clock
+        self.retention_seconds = retention_seconds
         self._lock = threading.RLock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -300,6 +363,15 @@ class TunnelingEmulator:
         self.throttled_count = 0
         #: Exceptions raised by the :meth:`on_call` hook (each answered 500 InternalFailure).
         self.hook_errors: list[BaseException] = []
+        #: ``(operation, resource)`` of every request that :meth:`enforce` denied, in order.
+        self.denied: list[tuple[str, str]] = []
+        #: What AWS IoT would have published on the notify topic, oldest first: ``{"thingName",
+        #: "topic", "payload"}``. Payloads hold destination tokens: never print them.
+        self.notifications: list[JsonDict] = []
+        self._policy: JsonDict | None = None
+        self._principal = f"arn:aws:sts::{self.account}:assumed-role/tunnel-handler/session"
+        # The id of the next tunnel: OpenTunnel is authorized on its ARN before it is opened.
+        self._next_id = str(uuid.uuid4())
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -349,25 +421,28 @@ class TunnelingEmulator:
     # --- inspection --------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget tunnels, calls, issued tokens, faults, latency, throttle and hook; keep serving."""
+        """Forget tunnels, calls, issued tokens, notifications, denials, faults, latency,
+        throttle, hook and enforced policy; keep serving."""
         with self._lock:
             self._init_state()
 
     def is_token_valid(self, token: str) -> bool:
         """Whether ``token`` is a current access token of an OPEN tunnel."""
         with self._lock:
+            self._sweep()
             return any(
-                not self._refresh(t).closed and token in (t.source_token, t.destination_token)
+                not t.closed and token in (t.source_token, t.destination_token)
                 for t in self._tunnels.values()
             )
 
     def tunnel(self, tunnel_id: str) -> JsonDict | None:
         """A copy of a tunnel's state (API shapes, plus ``arn`` and both current tokens), or None."""
         with self._lock:
+            self._sweep()
             t = self._tunnels.get(tunnel_id)
             if t is None:
                 return None
-            state = self._tunnel_shape(self._refresh(t))
+            state = self._tunnel_shape(t)
             state.update(
                 arn=t.arn,
                 tags=_tag_list(t.tags),
@@ -379,15 +454,33 @@ class TunnelingEmulator:
     def open_tunnel_ids(self) -> list[str]:
         """Ids of the OPEN tunnels, oldest first."""
         with self._lock:
-            return [t.tunnel_id for t in self._tunnels.values() if not self._refresh(t).closed]
+            self._sweep()
+            return [t.tunnel_id for t in self._tunnels.values() if not t.closed]
 
     def expire(self, tunnel_id: str) -> None:
         """Close a tunnel as if its lifetime had run out (KeyError if unknown)."""
         with self._lock:
+            self._sweep()
             t = self._tunnels[tunnel_id]
-            if not self._refresh(t).closed:
-                t.closed = True
-                t.updated_at = self.clock()
+            if not t.closed:
+                t.close(self.clock())
+
+    def purge(self, tunnel_id: str) -> None:
+        """Delete a CLOSED tunnel's data now, as AWS does once its retention time has passed
+        (KeyError if unknown, ValueError if OPEN)."""
+        with self._lock:
+            self._sweep()
+            if not self._tunnels[tunnel_id].closed:
+                raise ValueError(f"tunnel {tunnel_id} is OPEN: close or expire it first")
+            del self._tunnels[tunnel_id]
+
+    def last_notified_token(self, thing_name: str) -> str | None:
+        """The destination token last published on ``thing_name``'s notify topic, or None."""
+        with self._lock:
+            for notification in reversed(self.notifications):
+                if notification["thingName"] == thing_name:
+                    return str(notification["payload"]["clientAccessToken"])
+        return None
 
     def call_count(self, operation: str | None = None) -> int:
         """How many requests were received, in all or for one operation."""
@@ -419,6 +512,31 @@ class TunnelingEmulator:
             raise ValueError("times must be >= 1 and after >= 0")
         with self._lock:
             self._faults.append(_Fault(operation, code, status, message, times, after))
+
+    def deny_first(self, operation: str, times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``operation`` AccessDeniedException, as AWS answers a
+        freshly created role or policy until IAM has propagated it (IAM user guide, troubleshooting:
+        changes are not always immediately visible). Built on :meth:`inject`, so these denials are
+        not recorded in :attr:`denied`."""
+        if operation not in OPERATIONS:
+            raise ValueError(f"unknown operation {operation!r}")
+        with self._lock:
+            message = self._denial(operation, None, Decision.IMPLICIT_DENY)
+        self.inject(operation, ACCESS_DENIED, message=message, times=times)
+
+    def enforce(self, policy_document: JsonDict | None, *, principal: str | None = None) -> None:
+        """Authorize every request against ``policy_document`` before serving it (None: allow all).
+
+        As AWS does: action ``iot:<Operation>`` on each resource AWS authorizes for it, with a
+        request context of only the condition keys that apply to the action on that resource
+        (:mod:`tests.rig.iam_reference`). A request that is not allowed on every resource answers
+        ``AccessDeniedException`` (HTTP 400) and is recorded in :attr:`denied`. ``principal``
+        names the caller in the error message (default: an assumed-role session).
+        """
+        with self._lock:
+            self._policy = copy.deepcopy(policy_document)
+            if principal is not None:
+                self._principal = principal
 
     def latency(self, seconds: float) -> None:
         """Delay every call by ``seconds`` (0 removes the delay)."""
@@ -472,6 +590,8 @@ class TunnelingEmulator:
                 raise ApiError("SerializationException", "request body is not a JSON object")
             with self._lock:
                 self._admit(operation)
+                self._sweep()
+                self._authorize(operation, body)
                 return 200, self._operations[operation](body)
         except ApiError as error:
             return self._error(error)
@@ -507,26 +627,115 @@ class TunnelingEmulator:
         if fired is not None:
             raise ApiError(fired.code, fired.message, fired.status)
 
-    # --- state helpers (the caller holds the lock) -----------------------------------------
+    # --- authorization (the caller holds the lock) ----------------------------------------
+
+    def _authorize(self, operation: str, body: JsonDict) -> None:
+        """Raise AccessDeniedException unless the policy allows ``operation`` on every resource."""
+        if self._policy is None:
+            return
+        for resource in self._resources(operation, body):
+            candidates = self._context_candidates(operation, body, resource)
+            context = iam_reference.request_context("iot", operation, resource, candidates)
+            decision = evaluate(self._policy, f"iot:{operation}", resource, context)
+            if decision is not Decision.ALLOW:
+                self.denied.append((operation, resource))
+                raise ApiError(ACCESS_DENIED, self._denial(operation, resource, decision))
+
+    def _denial(self, operation: str, resource: str | None, decision: Decision) -> str:
+        on = f" on resource: {resource}" if resource else ""
+        if decision is Decision.EXPLICIT_DENY:
+            why = "with an explicit deny in an identity-based policy"
+        else:
+            why = f"because no identity-based policy allows the iot:{operation} action"
+        return f"User: {self._principal} is not authorized to perform: iot:{operation}{on} {why}"
+
+    def _resources(self, operation: str, body: JsonDict) -> list[str]:
+        """The ARNs AWS authorizes a request on (developer guide, "Controlling access to
+        tunnels"); none if the request lacks them, so that validation answers it."""
+        if operation == "ListTunnels":
+            return ["*"]
+        if operation in ("TagResource", "UntagResource", "ListTagsForResource"):
+            arn = body.get("resourceArn")
+            return [arn] if isinstance(arn, str) and arn else []
+        tunnel_id = self._next_id if operation == "OpenTunnel" else body.get("tunnelId")
+        if not isinstance(tunnel_id, str) or not tunnel_id:
+            return []
+        resources = [self._tunnel_arn(tunnel_id)]
+        thing = _thing_of(body)
+        if thing is not None and operation in ("OpenTunnel", "RotateTunnelAccessToken"):
+            resources.append(f"arn:aws:iot:{self.region}:{self.account}:thing/{thing}")
+        return resources
+
+    def _context_candidates(self, operation: str, body: JsonDict, resource: str) -> dict[str, list[str]]:
+        """Every condition key the request could carry; :func:`iam_reference.request_context`
+        keeps those that apply to the action on ``resource``."""
+        now = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        context = {
+            "aws:SecureTransport": ["true"],  # the SDKs call over HTTPS
+            "aws:RequestedRegion": [self.region],
+            "aws:PrincipalAccount": [self.account],
+            "aws:CurrentTime": [now],
+        }
+        tunnel = next((t for t in self._tunnels.values() if t.arn == resource), None)
+        if tunnel is not None:  # a deleted tunnel has no tags left to match
+            context.update({f"aws:ResourceTag/{k}": [v] for k, v in tunnel.tags.items()})
+        tags = _request_tags(body)
+        context.update({f"aws:RequestTag/{k}": [v] for k, v in tags.items()})
+        tag_keys = list(tags) or _strings(body.get("tagKeys"))
+        if tag_keys:
+            context["aws:TagKeys"] = tag_keys
+        if isinstance(body.get("clientMode"), str):
+            context["iot:ClientMode"] = [body["clientMode"]]
+        if operation == "CloseTunnel":
+            context["iot:Delete"] = [str(body.get("delete") is True).lower()]
+        services = _strings(_config_of(body).get("services"))
+        if services:
+            context["iot:TunnelDestinationService"] = services
+        return context
+
+    # --- state helpers (the caller holds the lock; requests and inspection sweep first) ---
 
     def _refresh(self, t: _Tunnel) -> _Tunnel:
         """Close a tunnel whose lifetime has run out: expiry is evaluated lazily."""
         deadline = t.created_at + t.lifetime_minutes * 60
         if not t.closed and deadline <= self.clock():
-            t.closed = True
-            t.updated_at = deadline
+            t.close(deadline)
         return t
+
+    def _sweep(self) -> None:
+        """Expire tunnels, then delete the CLOSED ones whose retention time has passed (lazily,
+        like expiry)."""
+        now = self.clock()
+        for t in list(self._tunnels.values()):
+            closed_at = self._refresh(t).closed_at
+            if closed_at is not None and closed_at + self.retention_seconds <= now:
+                del self._tunnels[t.tunnel_id]
+
+    def _tunnel_arn(self, tunnel_id: str) -> str:
+        return f"arn:aws:iot:{self.region}:{self.account}:tunnel/{tunnel_id}"
+
+    def _notify(self, thing: str, token: str, services: list[str]) -> None:
+        """Record what AWS IoT publishes on the thing's notify topic (payload: developer guide,
+        "Configuring a remote device and using IoT agent")."""
+        payload = {
+            "clientAccessToken": token,
+            "clientMode": "destination",
+            "region": self.region,
+            "services": list(services),
+        }
+        topic = f"$aws/things/{thing}/tunnels/notify"
+        self.notifications.append({"thingName": thing, "topic": topic, "payload": payload})
 
     def _find(self, tunnel_id: str) -> _Tunnel:
         t = self._tunnels.get(tunnel_id)
         if t is None:
             raise ApiError("ResourceNotFoundException", f"tunnel {tunnel_id} not found")
-        return self._refresh(t)
+        return t
 
     def _find_arn(self, arn: str) -> _Tunnel:
         for t in self._tunnels.values():
             if t.arn == arn:
-                return self._refresh(t)
+                return t
         raise ApiError("ResourceNotFoundException", f"resource {arn} not found")
 
     def _issue(self) -> str:
@@ -567,12 +776,12 @@ class TunnelingEmulator:
         lifetime = _lifetime(body.get("timeoutConfig", {}))
         if len(self.open_tunnel_ids()) >= self.max_open_tunnels:
             raise ApiError("LimitExceededException", f"at most {self.max_open_tunnels} open tunnels")
-        tunnel_id = str(uuid.uuid4())
+        tunnel_id, self._next_id = self._next_id, str(uuid.uuid4())
         now = self.clock()
         self._seq += 1
         t = _Tunnel(
             tunnel_id=tunnel_id,
-            arn=f"arn:aws:iot:{self.region}:{self.account}:tunnel/{tunnel_id}",
+            arn=self._tunnel_arn(tunnel_id),
             seq=self._seq,
             description=description,
             destination_config=config,
@@ -584,6 +793,8 @@ class TunnelingEmulator:
             destination_token=self._issue(),
         )
         self._tunnels[tunnel_id] = t
+        if config is not None and "thingName" in config:
+            self._notify(config["thingName"], t.destination_token, config["services"])
         return {
             "tunnelId": t.tunnel_id,
             "tunnelArn": t.arn,
@@ -599,8 +810,7 @@ class TunnelingEmulator:
         if body.get("delete") is True:
             del self._tunnels[t.tunnel_id]
         elif not t.closed:
-            t.closed = True
-            t.updated_at = self.clock()
+            t.close(self.clock())
         return {}
 
     def _rotate_tunnel_access_token(self, body: JsonDict) -> JsonDict:
@@ -609,6 +819,10 @@ class TunnelingEmulator:
         if mode not in CLIENT_MODES:
             raise _invalid(f"clientMode must be one of {', '.join(CLIENT_MODES)}")
         config = _destination_config(body["destinationConfig"]) if "destinationConfig" in body else None
+        if mode == "SOURCE" and config is not None:
+            # "You can not use DestinationConfig with source clientMode" (API reference), which
+            # names no error: a ValidationException, the service's answer to a bad request.
+            raise _invalid("destinationConfig cannot be used with clientMode SOURCE")
         if t.closed:
             # Deliberately not a not-found code: callers must not read "gone" into it.
             raise ApiError("InvalidRequestException", "tunnel is closed")
@@ -619,6 +833,9 @@ class TunnelingEmulator:
             t.destination_token = answer["destinationAccessToken"] = self._issue()
         if config is not None:
             t.destination_config = config
+            # AWS IoT publishes the new destination token only when the request names the thing.
+            if "thingName" in config:
+                self._notify(config["thingName"], t.destination_token, config["services"])
         t.updated_at = self.clock()  # lifetime still counts from created_at
         return answer
 
@@ -629,7 +846,7 @@ class TunnelingEmulator:
         thing = _name(body["thingName"], "thingName") if "thingName" in body else None
         after = _decode_page(body["nextToken"]) if "nextToken" in body else None
         matches = [
-            self._refresh(t)
+            t
             for t in sorted(self._tunnels.values(), key=lambda t: t.seq, reverse=True)
             if (thing is None or (t.destination_config or {}).get("thingName") == thing)
             and (after is None or t.seq < after)
