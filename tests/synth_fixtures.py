@@ -26,6 +26,9 @@ import pytest
 
 from tests.cdk_helpers import CDK_CLI, REPO_ROOT, Assembly, ConstructSynth, cdk_json_context, tool_environment
 
+#: The certificate the ``Operator`` stack attaches the device policy to.
+DEVICE_CERTIFICATE_ARN = f"arn:aws:iot:eu-west-1:123456789012:cert/{'0123456789abcdef' * 4}"
+
 
 def _timed_run(command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, str, float]:
     start = time.monotonic()
@@ -66,15 +69,15 @@ def in_process_assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
 
 @pytest.fixture(scope="session")
 def construct_synth(tmp_path_factory: pytest.TempPathFactory) -> ConstructSynth:
-    """Three stacks in one app with cdk-nag, bundling skipped, synthesized once.
+    """Four stacks in one app with cdk-nag, bundling skipped, synthesized once.
 
     - ``Minimal``: a CfnThing and a SecureTunnel with only the required arguments.
     - ``Full``: every argument (customer managed key, tags, lifetime, description, rotation
       trigger) on one tunnel; a second tunnel to a thing given by name, without a destination
       secret; grants to an operator role and a device role.
     - ``Tokens``: every argument a CloudFormation parameter (not validated at synth).
-    - ``Operator``: scheduled rotation, the device notify policy attached to a certificate and
-      an on-call role allowed to rotate the source token.
+    - ``Operator``: the device notify policy attached to a certificate and an on-call role
+      allowed to rotate the source token.
     """
     import aws_cdk as cdk
     from aws_cdk import aws_iam as iam
@@ -177,7 +180,7 @@ def construct_synth(tmp_path_factory: pytest.TempPathFactory) -> ConstructSynth:
     )
     logical_id("Tokens.Tunnel", tokens_tunnel.resource.node.default_child)
 
-    # Issue 5's options: scheduled rotation, the device's notify policy, on-demand rotation grant.
+    # Issue 5's options: the device's notify policy, the on-demand rotation grant.
     ops = cdk.Stack(app, "Operator")
     field_device = iot.CfnThing(ops, "FieldDevice", thing_name="field-device")
     rotated = SecureTunnel(
@@ -185,8 +188,7 @@ def construct_synth(tmp_path_factory: pytest.TempPathFactory) -> ConstructSynth:
         "Tunnel",
         thing=field_device,
         services=["SSH"],
-        rotation_schedule=cdk.Duration.days(7),
-        device_certificate_arn="arn:aws:iot:eu-west-1:123456789012:cert/0123456789abcdef",
+        device_certificate_arn=DEVICE_CERTIFICATE_ARN,
     )
     on_call = iam.Role(ops, "OnCall", assumed_by=iam.AccountRootPrincipal())
     rotated.grant_rotate_source_token(on_call)

@@ -69,16 +69,17 @@ def handler_statements(
         {
             "Sid": "ManageTunnelsOfThisStack",
             "Effect": "Allow",
-            "Action": [
-                "iot:CloseTunnel",
-                "iot:DescribeTunnel",
-                "iot:ListTagsForResource",
-                "iot:RotateTunnelAccessToken",
-                "iot:TagResource",
-                "iot:UntagResource",
-            ],
+            "Action": ["iot:CloseTunnel", "iot:DescribeTunnel", "iot:RotateTunnelAccessToken"],
             "Resource": TUNNELS,
             "Condition": {"StringEquals": {"aws:ResourceTag/iot-secure-tunnel:owner": OWNER}},
+        },
+        {
+            # No aws:ResourceTag condition: Tag/Untag honour none for tunnels, so it would never
+            # match; the handler checks the owner tag through DescribeTunnel first.
+            "Sid": "TagTunnelsOfThisStack",
+            "Effect": "Allow",
+            "Action": ["iot:TagResource", "iot:UntagResource"],
+            "Resource": TUNNELS,
         },
         {"Sid": "FindTunnelsOfAThing", "Effect": "Allow", "Action": "iot:ListTunnels", "Resource": "*"},
         {

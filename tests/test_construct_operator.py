@@ -1,13 +1,16 @@
-"""SecureTunnel's operator options: Secrets Manager rotation of the token secrets (on demand by
-default, scheduled on request), the device's tunnel notification policy, the rotate grant."""
+"""SecureTunnel's operator options: Secrets Manager rotation of the token secrets (on demand
+only), the device's tunnel notification policy, the rotate grant."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.cdk_helpers import ConstructSynth, partition_arn, resources_of_type
+from cdk_iot_secure_tunnel.acknowledgments import TOKEN_SECRET_ROTATION
+from tests.cdk_helpers import Assembly, ConstructSynth, partition_arn, resources_of_type
+from tests.synth_fixtures import DEVICE_CERTIFICATE_ARN
 
 pytest_plugins = ["tests.synth_fixtures"]
 
@@ -19,9 +22,18 @@ def _schedules(template: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize(("stack", "rules"), [("Minimal", None), ("Operator", {"AutomaticallyAfterDays": 7})])
-def test_both_token_secrets_rotate_through_the_handler(
-    construct_synth: ConstructSynth, stack: str, rules: dict[str, int] | None
+def _every_schedule(*assemblies: Assembly) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(template, rotation schedule) of every synthesized template."""
+    for assembly in assemblies:
+        for stack in (p.name.removesuffix(".template.json") for p in assembly.template_paths()):
+            template = assembly.template(stack)
+            for schedule in resources_of_type(template, "AWS::SecretsManager::RotationSchedule").values():
+                yield template, schedule
+
+
+@pytest.mark.parametrize("stack", ["Minimal", "Operator"])
+def test_both_token_secrets_rotate_through_the_handler_on_demand(
+    construct_synth: ConstructSynth, stack: str
 ) -> None:
     template = construct_synth.template(stack)
     schedules = _schedules(template)
@@ -29,11 +41,68 @@ def test_both_token_secrets_rotate_through_the_handler(
     assert set(schedules) == secrets
     (function_id,) = resources_of_type(template, "AWS::Lambda::Function")
     for schedule in schedules.values():
-        assert schedule["Properties"]["RotationLambdaARN"] == {"Fn::GetAtt": [function_id, "Arn"]}
-        assert schedule["Properties"]["RotateImmediatelyOnUpdate"] is False
-        assert schedule["Properties"].get("RotationRules") == rules
+        # No RotationRules: on demand only.
+        assert {k: v for k, v in schedule["Properties"].items() if k != "SecretId"} == {
+            "RotationLambdaARN": {"Fn::GetAtt": [function_id, "Arn"]},
+            "RotateImmediatelyOnUpdate": False,
+        }
         # The first rotation needs the token the tunnel resource writes.
         assert construct_synth.id(f"{stack}.Tunnel") in schedule["DependsOn"]
+
+
+def test_rotation_schedule_is_no_argument() -> None:
+    import aws_cdk as cdk
+
+    from cdk_iot_secure_tunnel import SecureTunnel
+
+    stack = cdk.Stack(cdk.App(context={"aws:cdk:bundling-stacks": []}), "S")
+    removed: dict[str, Any] = {"rotation_schedule": cdk.Duration.days(7)}
+    with pytest.raises(TypeError, match="rotation_schedule"):
+        SecureTunnel(stack, "T", thing="device-1", services=["SSH"], **removed)
+
+
+def test_every_rotation_schedule_waits_for_the_invoke_permission(
+    construct_synth: ConstructSynth, cli_assembly: Assembly
+) -> None:
+    """Secrets Manager tests the rotation function when the schedule is created: it must be
+    allowed to invoke it by then."""
+    found = list(_every_schedule(construct_synth.assembly, cli_assembly))
+    # Minimal, Tokens, Operator and the demo: two token secrets each; Full: three.
+    assert len(found) == 11
+    for template, schedule in found:
+        (permission,) = [
+            logical_id
+            for logical_id, p in resources_of_type(template, "AWS::Lambda::Permission").items()
+            if p["Properties"]["Principal"] == "secretsmanager.amazonaws.com"
+            and p["Properties"]["FunctionName"] == schedule["Properties"]["RotationLambdaARN"]
+        ]
+        assert permission in schedule["DependsOn"], schedule
+
+
+def test_every_token_secret_acknowledges_on_demand_rotation(construct_synth: ConstructSynth) -> None:
+    report = construct_synth.assembly.validation_report()
+    acknowledged = {
+        construct["constructPath"].removesuffix("/Resource")
+        for plugin in report["pluginReports"]
+        for finding in plugin.get("suppressedViolations", [])
+        if finding["ruleName"] == "AwsSolutions-SMG4" and finding["reason"] == TOKEN_SECRET_ROTATION.reason
+        for construct in finding["violatingConstructs"]
+    }
+    secrets = {
+        f"{stack}/{path}"
+        for stack, paths in {
+            "Minimal": ("Tunnel/SourceTokenSecret", "Tunnel/DestinationTokenSecret"),
+            "Full": (
+                "Maintenance/SourceTokenSecret",
+                "Maintenance/DestinationTokenSecret",
+                "Existing/SourceTokenSecret",
+            ),
+            "Tokens": ("Tunnel/SourceTokenSecret", "Tunnel/DestinationTokenSecret"),
+            "Operator": ("Tunnel/SourceTokenSecret", "Tunnel/DestinationTokenSecret"),
+        }.items()
+        for path in paths
+    }
+    assert acknowledged == secrets
 
 
 def test_secrets_manager_may_invoke_the_handler_of_this_account_only(construct_synth: ConstructSynth) -> None:
@@ -78,7 +147,7 @@ def test_device_policy_allows_only_the_notify_topic_of_its_thing(construct_synth
     (attachment,) = resources_of_type(template, "AWS::IoT::PolicyPrincipalAttachment").values()
     assert attachment["Properties"] == {
         "PolicyName": {"Ref": policy_id},
-        "Principal": "arn:aws:iot:eu-west-1:123456789012:cert/0123456789abcdef",
+        "Principal": DEVICE_CERTIFICATE_ARN,
     }
 
 
@@ -99,26 +168,3 @@ def test_rotate_grant_is_rotate_and_read_of_the_source_secret_only(construct_syn
     assert any(a == "lambda:InvokeFunction" and str(function) in r for a, r in actions)
     destination = str({"Ref": construct_synth.id("Operator.DestinationSecret")})
     assert not any(destination in r for _, r in actions)
-
-
-@pytest.mark.parametrize("bad", ["weekly", 7])
-def test_rotation_schedule_must_be_a_duration(bad: Any) -> None:
-    from cdk_iot_secure_tunnel.token_rotation import schedule_days
-
-    with pytest.raises(
-        ValueError, match="'rotation_schedule' must be a Duration of whole days from 1 to 1000"
-    ):
-        schedule_days(bad)
-
-
-def test_rotation_schedule_limits() -> None:
-    from aws_cdk import Duration
-
-    from cdk_iot_secure_tunnel.token_rotation import schedule_days
-
-    assert schedule_days(None) is None
-    assert schedule_days(Duration.days(1)) == 1
-    assert schedule_days(Duration.days(1000)) == 1000
-    for bad in (Duration.hours(36), Duration.days(1001), Duration.hours(12)):
-        with pytest.raises(ValueError, match="whole days from 1 to 1000"):
-            schedule_days(bad)

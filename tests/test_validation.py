@@ -11,6 +11,7 @@ from typing import Any
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_iot as iot
+from aws_cdk import aws_kms as kms
 
 from cdk_iot_secure_tunnel import SecureTunnel
 from cdk_iot_secure_tunnel.validation import has_control_character
@@ -29,6 +30,9 @@ def tunnel(stack: cdk.Stack, **overrides: Any) -> SecureTunnel:
     arguments: dict[str, Any] = {"thing": "device-1", "services": ["SSH"], **overrides}
     return SecureTunnel(stack, f"Tunnel{next(_counter)}", **arguments)
 
+
+CERTIFICATE_ID = "0123456789abcdef" * 4
+CERTIFICATE_RULE = "an IoT certificate ARN, arn:<partition>:iot:<region>:<account>:cert/<64 lowercase hex"
 
 BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     # (case id, arguments, the rule the message must state)
@@ -70,6 +74,24 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("tags-not-a-mapping", {"tags": [("team", "v")]}, "a mapping"),
     ("tags-value-not-text", {"tags": {"team": 1}}, "values are 0-256"),
     ("rotation-trigger-not-text", {"rotation_trigger": 7}, "a string"),
+    *(
+        (f"certificate-{case}", {"device_certificate_arn": arn}, CERTIFICATE_RULE)
+        for case, arn in [
+            ("empty", ""),
+            ("id-only", CERTIFICATE_ID),
+            ("16-hex", "arn:aws:iot:eu-west-1:123456789012:cert/0123456789abcdef"),
+            ("63-hex", f"arn:aws:iot:eu-west-1:123456789012:cert/{CERTIFICATE_ID[:-1]}"),
+            ("65-hex", f"arn:aws:iot:eu-west-1:123456789012:cert/{CERTIFICATE_ID}0"),
+            ("not-hex", f"arn:aws:iot:eu-west-1:123456789012:cert/{'g' * 64}"),
+            ("upper-case", f"arn:aws:iot:eu-west-1:123456789012:cert/{CERTIFICATE_ID.upper()}"),
+            ("cacert", f"arn:aws:iot:eu-west-1:123456789012:cacert/{CERTIFICATE_ID}"),
+            ("thing", "arn:aws:iot:eu-west-1:123456789012:thing/device-1"),
+            ("acm", "arn:aws:acm:eu-west-1:123456789012:certificate/12345678-1234-1234-1234-123456789012"),
+            ("no-account", f"arn:aws:iot:eu-west-1::cert/{CERTIFICATE_ID}"),
+            ("no-region", f"arn:aws:iot::123456789012:cert/{CERTIFICATE_ID}"),
+            ("not-text", 42),
+        ]
+    ),
 ]
 
 
@@ -114,6 +136,11 @@ GOOD_VALUES: list[tuple[str, dict[str, Any]]] = [
     ("tags-limits", {"tags": {"k" * 128: "v" * 256, "empty": "", "Grüße": "a b_.:/=+-@"}}),
     ("rotation-trigger", {"rotation_trigger": "2024-06-01T00:00:00Z"}),
     ("no-destination-secret", {"create_destination_secret": False}),
+    ("certificate", {"device_certificate_arn": f"arn:aws:iot:eu-west-1:123456789012:cert/{CERTIFICATE_ID}"}),
+    (
+        "certificate-other-partition",
+        {"device_certificate_arn": f"arn:aws-us-gov:iot:us-gov-west-1:123456789012:cert/{CERTIFICATE_ID}"},
+    ),
 ]
 
 
@@ -137,8 +164,37 @@ def test_unresolved_tokens_are_not_validated_at_synth() -> None:
         max_lifetime=cdk.Duration.minutes(number),
         tags={"team": text, text: "value"},
         rotation_trigger=text,
+        device_certificate_arn=text,
     )
     assert created.tunnel_id
+
+
+def _alias(scope: cdk.Stack, kind: str) -> kms.IAlias:
+    if kind == "alias":
+        return kms.Alias(scope, "Alias", alias_name="alias/tunnel-tokens", target_key=kms.Key(scope, "Key"))
+    if kind == "key-add-alias":
+        return kms.Key(scope, "Key").add_alias("alias/tunnel-tokens")
+    return kms.Alias.from_alias_name(scope, "Imported", "alias/tunnel-tokens")
+
+
+@pytest.mark.parametrize("kind", ["alias", "key-add-alias", "imported-alias"])
+def test_an_alias_is_refused_as_encryption_key(stack: cdk.Stack, kind: str) -> None:
+    """IAM policies on an alias ARN do not control access to its key: the handler could not use it."""
+    alias = _alias(cdk.Stack(cdk.App(context={"aws:cdk:bundling-stacks": []}), "Keys"), kind)
+    with pytest.raises(ValueError, match=re.escape("SecureTunnel argument 'encryption_key' must be")) as bad:
+        tunnel(stack, encryption_key=alias)
+    assert "not an alias" in str(bad.value) and "aws_kms.Key.from_key_arn" in str(bad.value)
+    assert f"got 'the alias {alias.node.path}'" in str(bad.value)
+    assert len(stack.node.children) == 0, "a rejected SecureTunnel must add nothing to the stack"
+
+
+def test_a_key_or_an_imported_key_is_accepted_as_encryption_key() -> None:
+    scratch = cdk.Stack(cdk.App(context={"aws:cdk:bundling-stacks": []}), "Scratch")
+    imported = kms.Key.from_key_arn(
+        scratch, "Imported", "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    )
+    for key in (kms.Key(scratch, "Key"), imported):
+        assert tunnel(scratch, encryption_key=key).tunnel_id
 
 
 def test_a_token_lifetime_must_be_in_minutes() -> None:

@@ -11,13 +11,21 @@ developer guide ("Controlling access to tunnels"):
 - ``iot:OpenTunnel`` on ``tunnel/*`` and the wired things' ARNs, only with the request tag
   ``iot-secure-tunnel:owner`` = this stack's id (which the handler always sets). Tagging on
   create needs no ``iot:TagResource`` (OpenTunnel lists no dependent action).
-- Rotate, describe, close, tag, untag and list tags only on tunnels whose resource tag
-  ``iot-secure-tunnel:owner`` is this stack's id: tunnels this stack opened. Rotating is also
-  allowed on the wired things' ARNs, which the developer guide lists as a resource of
-  ``iot:RotateTunnelAccessToken`` (a thing carries no owner tag, hence a separate statement).
+- Rotate, describe and close only on tunnels whose resource tag ``iot-secure-tunnel:owner`` is
+  this stack's id: tunnels this stack opened. Rotating is also allowed on the wired things' ARNs,
+  which the developer guide lists as a resource of ``iot:RotateTunnelAccessToken`` (a thing
+  carries no owner tag, hence a separate statement).
+- Tag and untag on ``tunnel/*`` with no resource-tag condition: for tunnels, ``iot:TagResource``
+  and ``iot:UntagResource`` honour no ``aws:ResourceTag`` key (developer guide; the IAM reference
+  gives them no tunnel resource type), and a key absent from the request makes its condition
+  false, so a tag-conditioned Allow would never match. Ownership is checked by the handler
+  instead: it tags or untags a tunnel only after ``DescribeTunnel`` (which the owner condition
+  does limit) has shown it this stack's owner tag. Both are denied for the reserved
+  ``iot-secure-tunnel:`` keys (``aws:TagKeys``, which they do honour), so the owner tag can never
+  be moved or removed.
+- No ``iot:ListTagsForResource``: it honours no tag condition for tunnels either, and the handler
+  reads a tunnel's tags from ``DescribeTunnel``.
 - ``iot:ListTunnels`` on ``*``: the IAM reference lists no resource type for it.
-- Tag and untag are denied for the reserved ``iot-secure-tunnel:`` keys (``aws:TagKeys``), so
-  the owner tag can never be moved or removed.
 - Secrets Manager only on secrets tagged ``iot-secure-tunnel:owner`` = this stack's id (the
   construct tags its token secrets so); KMS only through Secrets Manager.
 - CloudWatch Logs on the function's own log group only; no managed policies.
@@ -26,6 +34,7 @@ developer guide ("Controlling access to tunnels"):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from aws_cdk import ArnFormat, Aws, Duration, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_iam as iam
@@ -54,15 +63,12 @@ OWNER_ENV = "TUNNEL_OWNER"
 HANDLER_TIMEOUT = Duration.minutes(5)
 HANDLER_MEMORY_MB = 256
 LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
+_ROTATION_PERMISSION_ID = "SecretsManagerInvoke"
 
-TUNNEL_ACTIONS = (
-    "iot:CloseTunnel",
-    "iot:DescribeTunnel",
-    "iot:ListTagsForResource",
-    "iot:RotateTunnelAccessToken",
-    "iot:TagResource",
-    "iot:UntagResource",
-)
+#: Tunnel actions that honour ``aws:ResourceTag``: limited to the tunnels this stack opened.
+TUNNEL_ACTIONS = ("iot:CloseTunnel", "iot:DescribeTunnel", "iot:RotateTunnelAccessToken")
+#: Tunnel actions that honour no ``aws:ResourceTag`` (but do honour ``aws:TagKeys``).
+TAG_ACTIONS = ("iot:TagResource", "iot:UntagResource")
 SECRET_ACTIONS = (
     "secretsmanager:DescribeSecret",
     "secretsmanager:GetSecretValue",
@@ -150,11 +156,14 @@ class SecureTunnelHandler(Construct):
                 resources=[tunnels],
                 conditions={"StringEquals": {f"aws:ResourceTag/{OWNER_TAG_KEY}": Aws.STACK_ID}},
             ),
+            # Not limited by tag (see the module docstring): the handler checks the owner tag
+            # through DescribeTunnel first.
+            iam.PolicyStatement(sid="TagTunnelsOfThisStack", actions=list(TAG_ACTIONS), resources=[tunnels]),
             iam.PolicyStatement(sid="FindTunnelsOfAThing", actions=["iot:ListTunnels"], resources=["*"]),
             iam.PolicyStatement(
                 sid="KeepTheReservedTags",
                 effect=iam.Effect.DENY,
-                actions=["iot:TagResource", "iot:UntagResource"],
+                actions=list(TAG_ACTIONS),
                 resources=[tunnels],
                 conditions={"ForAnyValue:StringLike": {"aws:TagKeys": f"{HANDLER_TAG_PREFIX}*"}},
             ),
@@ -212,14 +221,21 @@ class SecureTunnelHandler(Construct):
         if encryption_key is not None:
             self._add(self._keys, encryption_key.key_arn)
 
-    def allow_rotation_by_secrets_manager(self) -> None:
-        """Let Secrets Manager invoke the function to rotate token secrets of this account."""
-        if self.function.node.try_find_child("SecretsManagerInvoke") is None:
+    def allow_rotation_by_secrets_manager(self) -> lambda_.CfnPermission:
+        """Let Secrets Manager invoke the function to rotate token secrets of this account.
+
+        :returns: the function's one invoke permission for Secrets Manager (created on first use),
+            which a rotation schedule must depend on.
+        """
+        existing = self.function.node.try_find_child(_ROTATION_PERMISSION_ID)
+        if existing is None:
             self.function.add_permission(
-                "SecretsManagerInvoke",
+                _ROTATION_PERMISSION_ID,
                 principal=iam.ServicePrincipal("secretsmanager.amazonaws.com"),
                 source_account=Aws.ACCOUNT_ID,
             )
+            existing = self.function.node.find_child(_ROTATION_PERMISSION_ID)
+        return cast(lambda_.CfnPermission, existing)
 
     def authorize_by_convention(self, *, secret_name_prefix: str) -> None:
         """Let the handler serve tunnels declared in other stacks (the provider stack).

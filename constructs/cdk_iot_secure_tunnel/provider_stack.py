@@ -27,8 +27,10 @@ class SecureTunnelProviderStack(Stack):
     """Deploys the ``Custom::IoTSecureTunnel`` handler once and exports its ARN.
 
     The handler may open tunnels to any thing of the account and region, but touches only tunnels
-    it opened itself (tag ``iot-secure-tunnel:owner`` = this stack's id) and only secrets named
-    ``iot-secure-tunnel/...``.
+    it opened itself (tag ``iot-secure-tunnel:owner`` = this stack's id: its policy requires the
+    tag to close, describe or rotate a tunnel, and the handler checks it through
+    ``DescribeTunnel`` before it tags or untags one, which IAM cannot limit by tag) and only
+    secrets named ``iot-secure-tunnel/...``.
 
     :ivar handler: the handler function construct.
     """

@@ -21,11 +21,13 @@ from constructs import Construct
 
 from .device_policy import DeviceNotifyPolicy
 from .handler_function import SecureTunnelHandler
-from .token_rotation import attach_rotation, schedule_days
+from .token_rotation import attach_rotation
 from .validation import (
     is_unresolved,
     lifetime_minutes,
     validate_description,
+    validate_device_certificate_arn,
+    validate_encryption_key,
     validate_rotation_trigger,
     validate_services,
     validate_tags,
@@ -83,7 +85,6 @@ class SecureTunnel(Construct):
         rotation_trigger: str | None = None,
         create_destination_secret: bool = True,
         removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
-        rotation_schedule: Duration | None = None,
         device_policy: bool = False,
         device_certificate_arn: str | None = None,
     ) -> None:
@@ -102,7 +103,8 @@ class SecureTunnel(Construct):
         :param tags: tags of the tunnel: at most 198 (the handler adds 2 of its own), keys of
             1-128 and values of 0-256 letters, digits, spaces or ``_.:/=+-@``, no key starting with
             ``aws:`` or ``iot-secure-tunnel:``. Changed in place. Default: none.
-        :param encryption_key: customer managed KMS key (a key, not an alias) for both secrets;
+        :param encryption_key: customer managed KMS key for both secrets: the key itself
+            (``aws_kms.Key``, or ``aws_kms.Key.from_key_arn`` for an existing one), not an alias;
             the handler may use it through Secrets Manager only. Its key policy must let IAM
             policies of the account grant its use (the default of ``aws_kms.Key``). Default: the
             AWS managed key of Secrets Manager (``aws/secretsmanager``).
@@ -113,15 +115,12 @@ class SecureTunnel(Construct):
             Default: True.
         :param removal_policy: what happens to the secrets when they leave the stack. Default:
             ``RemovalPolicy.DESTROY`` (the tunnel is closed then, its tokens are worthless).
-        :param rotation_schedule: rotate both token secrets automatically this often (whole days,
-            1 to 1000). Default: None: rotation only on demand (``aws secretsmanager
-            rotate-secret`` or ``secure-tunnel connect --rotate``), since a rotation revokes the
-            token of that side, which may be in use. On-demand rotation is always wired.
         :param device_policy: create the IoT policy the device needs to receive its tunnel
             notification (connect as the thing, subscribe to and receive from
             ``$aws/things/<thing>/tunnels/notify``). Default: False.
-        :param device_certificate_arn: ARN of the device's certificate; the device policy is
-            attached to it (implies ``device_policy``). Default: None.
+        :param device_certificate_arn: ARN of the device's IoT certificate,
+            ``arn:<partition>:iot:<region>:<account>:cert/<64 lowercase hex digits>``; the device
+            policy is attached to it (implies ``device_policy``). Default: None.
         :raises ValueError: an argument is outside the allowed values (the message names it).
         :raises TypeError: an argument has the wrong type.
         """
@@ -134,8 +133,9 @@ class SecureTunnel(Construct):
         validate_description(description)
         minutes = lifetime_minutes(max_lifetime)
         tag_items = validate_tags(tags)
+        validate_encryption_key(encryption_key)
         validate_rotation_trigger(rotation_trigger)
-        rotation_days = schedule_days(rotation_schedule)
+        validate_device_certificate_arn(device_certificate_arn)
         super().__init__(scope, construct_id)
 
         stack = Stack.of(self)
@@ -199,7 +199,7 @@ class SecureTunnel(Construct):
         self.tunnel_arn: str = self.resource.get_att_string("TunnelArn")
 
         for secret in secrets:
-            attach_rotation(secret, self.handler, self.resource, rotation_days)
+            attach_rotation(secret, self.handler, self.resource)
         self.device_policy: DeviceNotifyPolicy | None = (
             DeviceNotifyPolicy(
                 self, "DevicePolicy", thing_name=self.thing_name, certificate_arn=device_certificate_arn

@@ -12,9 +12,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_cdk import Duration, Token
+
+if TYPE_CHECKING:
+    from aws_cdk import aws_kms as kms
 
 #: Prefix of the tag keys the handler sets on every tunnel it opens.
 HANDLER_TAG_PREFIX = "iot-secure-tunnel:"
@@ -34,6 +37,11 @@ _NAME_RE = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 _NAME_RULE = "1-128 characters of [a-zA-Z0-9:_-]"
 _TAG_PUNCTUATION = frozenset("_.:/=+-@")
 _TAG_TEXT_RULE = "letters, digits, spaces or _.:/=+-@"
+# A certificate id is 64 hex digits (botocore model ``iot``: CertificateId), lowercase as AWS IoT
+# writes it in the certificate's ARN.
+_CERTIFICATE_ARN_RE = re.compile(
+    r"arn:aws(-[a-z]+)*:iot:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:cert/[0-9a-f]{64}"
+)
 
 
 def is_unresolved(value: Any) -> bool:
@@ -148,3 +156,25 @@ def validate_rotation_trigger(rotation_trigger: str | None) -> None:
     """Any string (changing it rotates the tokens); None for none."""
     if rotation_trigger is not None and not isinstance(rotation_trigger, str):
         raise _fail("rotation_trigger", "a string (change it to rotate the tokens)", rotation_trigger)
+
+
+def validate_encryption_key(encryption_key: kms.IKey | None) -> None:
+    """The KMS key itself, not an alias: IAM policies on an alias ARN do not control access to the
+    key (KMS developer guide, "Using aliases to control access to KMS keys"); None for none."""
+    # jsii interfaces allow no isinstance check (an imported alias is a dynamic proxy): an alias
+    # is the IKey that has an alias name.
+    if encryption_key is not None and getattr(encryption_key, "alias_name", None) is not None:
+        rule = (
+            "the KMS key itself, not an alias (IAM policies on an alias ARN do not control access to "
+            "the key): pass the aws_kms.Key, or aws_kms.Key.from_key_arn(...) for an existing key"
+        )
+        raise _fail("encryption_key", rule, f"the alias {encryption_key.node.path}")
+
+
+def validate_device_certificate_arn(certificate_arn: str | None) -> None:
+    """``arn:<partition>:iot:<region>:<account>:cert/<64 lowercase hex digits>``; None for none."""
+    if certificate_arn is None or is_unresolved(certificate_arn):
+        return
+    if not isinstance(certificate_arn, str) or not _CERTIFICATE_ARN_RE.fullmatch(certificate_arn):
+        rule = "an IoT certificate ARN, arn:<partition>:iot:<region>:<account>:cert/<64 lowercase hex digits>"
+        raise _fail("device_certificate_arn", rule, certificate_arn)
