@@ -1,4 +1,9 @@
-"""Shared fixtures: the wire-level test rig for the handler (see tests/rig/)."""
+"""Shared fixtures: the wire-level test rig for the handler (see tests/rig/), and the
+synthesized CDK apps (tests/synth_fixtures.py), shared by every test of the session.
+
+The rig enforces, on every tunnel call, the IAM policy that `cdk synth` gives the provider
+stack's handler: a call the policy would not allow on a real account is denied here too.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,20 @@ from typing import Any
 
 import pytest
 
-from tests.rig.harness import Handler, Rig
+from secure_tunnel_handler import retries
+from tests.cdk_helpers import Assembly
+from tests.rig.harness import ACCOUNT, HANDLER_ACCESS_KEY, OWNER, REGION, Handler, Rig
+from tests.rig.iam_policy import handler_policy
+from tests.rig.moto_fidelity import (
+    current_label_follows_update_secret_version_stage,
+    versions_keep_their_value,
+)
+from tests.synth_fixtures import cli_assembly, construct_synth, in_process_assembly
+
+__all__ = ["cli_assembly", "construct_synth", "in_process_assembly"]  # fixtures for every test module
+
+#: The handler's window for IAM propagation in tests (30 s in Lambda).
+IAM_PATIENCE_SECONDS = 0.5
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +40,15 @@ def rig_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     env["LOG_LEVEL"] = "DEBUG"
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    yield rig
+    with (
+        current_label_follows_update_secret_version_stage(),
+        versions_keep_their_value(),
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        # The handler's patience with IAM propagation, scaled down from 30 s: a lasting denial
+        # fails in half a second, a denial of the first calls still passes.
+        patch.setattr(retries, "ACCESS_DENIED_PATIENCE_SECONDS", IAM_PATIENCE_SECONDS)
+        yield rig
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -31,11 +57,22 @@ def rig_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     rig.stop()
 
 
+@pytest.fixture(scope="session")
+def handler_iam_policy(cli_assembly: Assembly) -> dict[str, Any]:
+    """The provider stack's handler policy as IAM would hold it for the rig's owner and region
+    (the provider may open tunnels to any thing, as the rig's tests do)."""
+    template = cli_assembly.template("IoTSecureTunnelProvider")
+    return handler_policy(template, owner=OWNER, region=REGION, account=ACCOUNT)
+
+
 @pytest.fixture
-def rig(rig_session: Rig, caplog: pytest.LogCaptureFixture) -> Iterator[Rig]:
-    """A clean rig for one test; afterwards, no token the emulator issued may appear in any
-    log record or CloudFormation response of the test."""
+def rig(
+    rig_session: Rig, handler_iam_policy: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> Iterator[Rig]:
+    """A clean rig for one test, enforcing the handler's IAM policy; afterwards, no token the
+    emulator issued may appear in any log record or CloudFormation response of the test."""
     rig_session.reset()
+    rig_session.tunnels.enforce(handler_iam_policy, access_key=HANDLER_ACCESS_KEY)
     caplog.set_level(logging.DEBUG)
     yield rig_session
     assert_no_token_leaked(rig_session, *logged_text(caplog))

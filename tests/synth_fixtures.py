@@ -1,4 +1,4 @@
-"""Synthesized CDK apps, shared by the construct and app tests (a pytest plugin).
+"""Synthesized CDK apps, shared by the construct and app tests and the rig.
 
 Synthesis is slow (jsii starts Node, the first synth of a process loads aws-cdk-lib), so each
 distinct app is synthesized once per session:
@@ -10,8 +10,9 @@ distinct app is synthesized once per session:
 - ``construct_synth``: construct-level stacks (minimal, every option, token arguments) in one
   app with cdk-nag, bundling skipped (``aws:cdk:bundling-stacks: []``).
 
-Test modules load this plugin with ``pytest_plugins = ["tests.synth_fixtures"]``; the helpers
-that read what the fixtures return are in ``tests.cdk_helpers``.
+tests/conftest.py makes them fixtures of every test module (the rig enforces the provider's
+synthesized IAM policy); the helpers that read what the fixtures return are in
+``tests.cdk_helpers``.
 """
 
 from __future__ import annotations

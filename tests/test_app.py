@@ -32,8 +32,6 @@ from tests.cdk_helpers import (
     tool_environment,
 )
 
-pytest_plugins = ["tests.synth_fixtures"]
-
 #: The zipped handler asset stays small: the handler and crhelper only (boto3 alone is ~15 MB).
 MAX_ASSET_ZIP_BYTES = 200_000
 

@@ -18,9 +18,8 @@ import pytest
 from tests.cdk_helpers import DEMO_STACK, Assembly, resources_of_type
 from tests.conftest import tunnel_id_of
 from tests.rig.cloudformation import STACK_ID, LambdaContext
-from tests.rig.harness import Rig
-
-pytest_plugins = ["tests.synth_fixtures"]
+from tests.rig.harness import ACCOUNT, HANDLER_ACCESS_KEY, REGION, Rig
+from tests.rig.iam_policy import handler_policy
 
 #: What Lambda's Python bootstrap does, in short: import the handler module named by the handler
 #: string from the task root, then call the handler with the event and a context object.
@@ -88,6 +87,9 @@ def asset_handler(cli_assembly: Assembly, rig: Rig) -> AssetHandler:
     _, asset = cli_assembly.function_asset(DEMO_STACK)
     environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     environment.update({**variables, "TUNNEL_OWNER": STACK_ID})
+    # The asset runs under the demo stack's own synthesized policy, for its own stack id.
+    policy = handler_policy(template, owner=STACK_ID, region=REGION, account=ACCOUNT)
+    rig.tunnels.enforce(policy, access_key=HANDLER_ACCESS_KEY)
     return AssetHandler(asset, properties["Handler"], environment, properties["Timeout"])
 
 

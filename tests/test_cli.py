@@ -23,7 +23,7 @@ import pytest
 
 from cdk_iot_secure_tunnel import cli
 from tests.conftest import tunnel_id_of
-from tests.rig.harness import REGION, Handler, Rig
+from tests.rig.harness import ADMIN_ACCESS_KEY, REGION, Handler, Rig
 from tests.rig.secrets_rotation import FUNCTION_ARN, SecretsManagerRotation
 
 # Run as a file, not as the package: the CLI must not depend on what the package's __init__ imports.
@@ -65,6 +65,8 @@ class Operator:
         environment = {
             **os.environ,
             "PATH": f"{self.bin_dir}{os.pathsep}{path}" if localproxy_on_path else path,
+            # The operator's own credentials: the handler's policy does not bind them.
+            "AWS_ACCESS_KEY_ID": ADMIN_ACCESS_KEY,
         }
         environment.update(env or {})
         self.record.unlink(missing_ok=True)
@@ -166,8 +168,10 @@ def test_rotate_after_a_failed_rotation_waits_for_the_retried_one(
     rig: Rig, handler: Handler, operator: Operator, rotation: SecretsManagerRotation
 ) -> None:
     _deploy(rig, handler)
-    rig.tunnels.inject("RotateTunnelAccessToken", "AccessDeniedException", 403)
+    # A lasting denial (past the handler's patience with IAM propagation), then none.
+    rig.tunnels.inject("RotateTunnelAccessToken", "AccessDeniedException", 403, times=1000)
     rig.secrets.rotate_secret(SecretId=rig.source_secret, RotationLambdaARN=FUNCTION_ARN)
+    rig.tunnels.clear_faults()
     assert rotation.failures, "the first rotation failed half-way"
     before = rig.secret(rig.source_secret)["accessToken"]
     # Secrets Manager answers "previous rotation isn't complete" and retries that rotation.
@@ -207,7 +211,9 @@ def test_missing_localproxy_fails_before_anything_is_rotated(
 
     assert run.code == cli.EXIT_NO_LOCALPROXY
     assert "'localproxy' is not on PATH" in run.error and "--localproxy PATH" in run.error
-    assert rotation.invocations == [] and rig.tunnels.call_count("RotateTunnelAccessToken") == 0
+    # Only the configuration test of setting rotation up ran: nothing rotated.
+    assert [e["Step"] for e in rotation.invocations] == ["testSecret"]
+    assert rig.tunnels.call_count("RotateTunnelAccessToken") == 0
     missing = operator.connect("--secret-id", rig.source_secret, "--localproxy", "/nonexistent/localproxy")
     assert missing.code == cli.EXIT_NO_LOCALPROXY and "is not executable" in missing.error
 
@@ -220,7 +226,7 @@ def _close(rig: Rig, tunnel_id: str, how: str) -> None:
     elif how == "closed":
         rig.tunnels.expire(tunnel_id)
     else:
-        client = boto3.client("iotsecuretunneling", endpoint_url=rig.tunnels.endpoint_url, region_name=REGION)
+        client = rig.admin_tunnels()
         client.close_tunnel(tunnelId=tunnel_id, delete=True)
 
 
@@ -295,7 +301,7 @@ def test_a_rotation_that_does_not_finish_times_out_and_says_where_to_look(
     rig.secrets.rotate_secret(
         SecretId=rig.source_secret, RotationLambdaARN=FUNCTION_ARN, RotateImmediately=False
     )
-    rig.tunnels.inject("RotateTunnelAccessToken", "AccessDeniedException", 403)
+    rig.tunnels.inject("RotateTunnelAccessToken", "AccessDeniedException", 403, times=1000)
     run = operator.connect("--secret-id", rig.source_secret, "--rotate", "--rotate-timeout", "1")
 
     assert run.code == cli.EXIT_ROTATION_TIMEOUT

@@ -20,8 +20,6 @@ from tests.cdk_helpers import (
     resources_of_type,
 )
 
-pytest_plugins = ["tests.synth_fixtures"]
-
 TUNNELS = partition_arn("iot", "tunnel/*")
 OWNER = {"Ref": "AWS::StackId"}
 HANDLER_ROLE_DESCRIPTION = "Custom::IoTSecureTunnel handler: opens, rotates and closes this stack's tunnels"

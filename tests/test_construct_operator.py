@@ -12,8 +12,6 @@ from cdk_iot_secure_tunnel.acknowledgments import TOKEN_SECRET_ROTATION
 from tests.cdk_helpers import Assembly, ConstructSynth, partition_arn, resources_of_type
 from tests.synth_fixtures import DEVICE_CERTIFICATE_ARN
 
-pytest_plugins = ["tests.synth_fixtures"]
-
 
 def _schedules(template: dict[str, Any]) -> dict[str, Any]:
     return {

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.conftest import tunnel_id_of
+from tests.conftest import IAM_PATIENCE_SECONDS, tunnel_id_of
+from tests.rig.cloudformation import LambdaContext, event
 from tests.rig.harness import OWNER, SECRET_DOCUMENT_FIELDS, THING, Handler, Rig
 
 
@@ -128,12 +130,26 @@ def test_a_server_error_on_open_is_retried_after_looking_for_the_tunnel(rig: Rig
 
 
 def test_access_denied_on_open_names_the_step(rig: Rig, handler: Handler) -> None:
-    rig.tunnels.inject("OpenTunnel", "AccessDeniedException", status=403)
+    # A lasting denial: retried only within the IAM propagation window, then reported.
+    rig.tunnels.inject("OpenTunnel", "AccessDeniedException", status=403, times=1000)
+    started = time.monotonic()
     response = rig.send(handler, "Create", rig.properties())
 
     assert response["Status"] == "FAILED"
     assert response["Reason"].startswith("Opening the tunnel failed (AccessDeniedException): access denied")
     assert rig.tunnels.open_tunnel_ids() == []
+    assert IAM_PATIENCE_SECONDS <= time.monotonic() - started < IAM_PATIENCE_SECONDS + 5
+
+
+@pytest.mark.parametrize("operation", ["ListTunnels", "OpenTunnel"])
+def test_a_new_role_denied_at_first_still_creates(rig: Rig, handler: Handler, operation: str) -> None:
+    # IAM propagation: a freshly created role's first calls may be denied (docs/aws-semantics.md).
+    rig.tunnels.inject(operation, "AccessDeniedException", status=403, times=2)
+    response = rig.send(handler, "Create", rig.properties())
+
+    tunnel_id = tunnel_id_of(response)
+    assert rig.tunnels.open_tunnel_ids() == [tunnel_id]
+    assert rig.secret(rig.source_secret)["accessToken"] == rig.tunnel(tunnel_id)["sourceAccessToken"]
 
 
 def test_missing_owner_configuration_fails_clearly(rig: Rig, handler: Handler) -> None:
@@ -205,8 +221,56 @@ def test_bad_properties_fail_clearly_and_open_nothing(
     assert rig.tunnels.call_count() == 0
 
 
-def test_same_secret_for_both_tokens_is_refused(rig: Rig, handler: Handler) -> None:
-    response = rig.send(handler, "Create", rig.properties(DestinationAccessTokenSecretArn=rig.source_secret))
+@pytest.mark.parametrize("spelling", ["full ARN", "partial ARN (no random suffix)"])
+def test_same_secret_for_both_tokens_is_refused(rig: Rig, handler: Handler, spelling: str) -> None:
+    # Secrets Manager accepts a secret's ARN with or without its 6-character suffix: both name it.
+    other = rig.source_secret if spelling == "full ARN" else rig.source_secret[: -len("-AbCdEf")]
+    response = rig.send(handler, "Create", rig.properties(DestinationAccessTokenSecretArn=other))
 
     assert response["Status"] == "FAILED"
-    assert "must differ" in response["Reason"]
+    assert "must name two secrets" in response["Reason"]
+    assert rig.tunnels.call_count() == 0, "nothing opened"
+    assert rig.secret(rig.source_secret) == {"status": "pending"}
+
+
+@pytest.mark.parametrize("request_type", ["Bogus", "create", ""])
+@pytest.mark.parametrize("physical_id", [None, "some-tunnel-id"])
+def test_an_unknown_request_type_fails_with_a_reason_and_a_physical_id(
+    rig: Rig, handler: Handler, request_type: str, physical_id: str | None
+) -> None:
+    response = rig.send(handler, request_type, rig.properties(), physical_id=physical_id)
+
+    assert response["Status"] == "FAILED"
+    assert response["Reason"] == (
+        f"Invalid event: unknown RequestType {request_type!r} (expected Create, Update or Delete). "
+        "Nothing was changed."
+    )
+    # CloudFormation rejects a response with an empty physical id ("Invalid PhysicalResourceId").
+    assert response["PhysicalResourceId"] == physical_id if physical_id else response["PhysicalResourceId"]
+    assert rig.tunnels.call_count() == 0
+
+
+@pytest.mark.parametrize("request_type", ["Create", "Update"])
+def test_an_event_without_resource_properties_fails_with_a_reason(
+    rig: Rig, handler: Handler, request_type: str
+) -> None:
+    url = rig.cloudformation.new_url()
+    broken = event(request_type, url, {}, physical_id="some-tunnel-id" if request_type == "Update" else None)
+    del broken["ResourceProperties"]
+    handler(broken, LambdaContext())
+    response = rig.cloudformation.response_for(url)
+
+    assert response["Status"] == "FAILED"
+    assert response["Reason"] == "Invalid event: it has no ResourceProperties. Nothing was changed."
+    assert response["PhysicalResourceId"]
+    assert rig.tunnels.call_count() == 0
+
+
+def test_an_event_no_response_can_answer_is_ignored(rig: Rig, handler: Handler) -> None:
+    # Without a ResponseURL (or the ids a response must echo) nothing can reach CloudFormation;
+    # crhelper would send its failure to the URL of an earlier event of the environment.
+    earlier = rig.send(handler, "Create", rig.properties())
+    handler({"RequestType": "Create", "ResourceProperties": rig.properties()}, LambdaContext())
+
+    assert len(rig.cloudformation.raw_bodies) == 1, "no second response to the earlier event's URL"
+    assert rig.tunnels.open_tunnel_ids() == [tunnel_id_of(earlier)]

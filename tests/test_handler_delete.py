@@ -64,9 +64,22 @@ def test_delete_with_a_closed_tunnel_leaves_secrets_alone(rig: Rig, handler: Han
 
 def test_delete_failure_is_reported_with_the_step(rig: Rig, handler: Handler) -> None:
     tunnel_id = tunnel_id_of(rig.send(handler, "Create", rig.properties()))
-    rig.tunnels.inject("CloseTunnel", "AccessDeniedException", status=403)
+    # A lasting denial of a tunnel that is still listed: not a purged one, so Delete fails.
+    rig.tunnels.inject("CloseTunnel", "AccessDeniedException", status=403, times=1000)
     response = rig.send(handler, "Delete", rig.properties(), physical_id=tunnel_id)
 
     assert response["Status"] == "FAILED"
     assert response["Reason"].startswith("Closing the tunnel failed (AccessDeniedException)")
     assert rig.tunnels.open_tunnel_ids() == [tunnel_id]
+
+
+def test_delete_long_after_aws_deleted_the_expired_tunnel_succeeds(rig: Rig, handler: Handler) -> None:
+    # Under the tag-scoped policy CloseTunnel of a purged tunnel is denied, not "not found":
+    # its absence from ListTunnels tells that it is gone.
+    tunnel_id = tunnel_id_of(rig.send(handler, "Create", rig.properties()))
+    rig.tunnels.expire(tunnel_id)
+    rig.tunnels.purge(tunnel_id)
+    response = rig.send(handler, "Delete", rig.properties(), physical_id=tunnel_id)
+
+    assert response["Status"] == "SUCCESS", response["Reason"]
+    assert ("CloseTunnel", f"arn:aws:iot:us-east-1:123456789012:tunnel/{tunnel_id}") in rig.tunnels.denied

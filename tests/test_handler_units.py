@@ -90,8 +90,31 @@ def test_retrier_gives_up_at_the_deadline_and_on_permanent_errors() -> None:
         raise _client_error("AccessDeniedException", 403)
 
     with pytest.raises(ClientError):
-        Retrier(deadline=1e9, sleep=lambda _: None).call(denied)
+        Retrier(deadline=1e9, sleep=lambda _: None).call(denied, denial_may_pass=False)
     assert len(calls) == 1
+
+
+def test_retrier_waits_for_iam_propagation_within_its_window() -> None:
+    now = [0.0]
+    calls = []
+
+    def denied() -> str:
+        calls.append(now[0])
+        if now[0] < 20:
+            raise _client_error("AccessDeniedException", 403)
+        return "ok"
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    patient = Retrier(deadline=1e9, sleep=sleep, clock=lambda: now[0], access_denied_patience=30)
+    assert patient.call(denied) == "ok", "denied for 20 s, then allowed: a new role's policy arrived"
+    assert len(calls) > 10, "more attempts than the throttling budget: the window bounds them"
+    calls.clear()
+    now[0] = 0.0
+    with pytest.raises(ClientError):
+        Retrier(deadline=1e9, sleep=sleep, clock=lambda: now[0], access_denied_patience=5).call(denied)
+    assert 5 <= calls[-1] < 5 + 4, "a lasting denial fails once the window is over"
 
 
 def test_retrier_stops_after_max_attempts() -> None:
@@ -134,3 +157,16 @@ def test_redactor_masks_tokens_in_messages_arguments_and_tracebacks(caplog: pyte
         caplog.handler.removeFilter(redactor)
     assert "tok-1234567890" not in caplog.text
     assert caplog.text.count(MASK) == 4  # message, argument, source line and exception text
+
+
+def test_secret_identity_ignores_only_the_random_suffix() -> None:
+    from secure_tunnel_handler.properties import same_secret
+
+    full = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tunnel/source-AbCdEf"
+    assert same_secret(full, full)
+    assert same_secret(full, full.removesuffix("-AbCdEf")), "a partial ARN names the same secret"
+    assert same_secret(full.removesuffix("-AbCdEf"), full)
+    assert not same_secret(
+        full, "arn:aws:secretsmanager:us-east-1:123456789012:secret:tunnel/destination-AbCdEf"
+    )
+    assert not same_secret(full, full.replace("us-east-1", "eu-west-1"))

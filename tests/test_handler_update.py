@@ -28,7 +28,10 @@ def test_update_rotates_both_tokens_in_place(rig: Rig, handler: Handler) -> None
     new_tokens = _tokens(rig)
     assert all(rig.tunnels.is_token_valid(t) for t in new_tokens)
     assert not any(rig.tunnels.is_token_valid(t) for t in old_tokens), "rotation revokes the old tokens"
-    assert ("RotateTunnelAccessToken", {"tunnelId": tunnel_id, "clientMode": "ALL"}) in rig.tunnels.calls
+    # Always with the destination configuration, so that AWS IoT notifies the device.
+    destination = {"thingName": THING, "services": ["SSH"]}
+    rotation = {"tunnelId": tunnel_id, "clientMode": "ALL", "destinationConfig": destination}
+    assert ("RotateTunnelAccessToken", rotation) in rig.tunnels.calls
     assert rig.tunnels.call_count("OpenTunnel") == 1
 
 
@@ -168,3 +171,33 @@ def test_replacement_whose_secret_write_fails_closes_the_new_tunnel_and_keeps_th
     assert response["PhysicalResourceId"] == old_id
     assert rig.tunnels.open_tunnel_ids() == [old_id]
     assert _tokens(rig) == old_tokens, "the source secret was written, then undone"
+
+
+def test_update_long_after_aws_deleted_the_expired_tunnel_opens_a_new_one(rig: Rig, handler: Handler) -> None:
+    # AWS deletes a closed tunnel some hours after it closed; the tag-scoped policy then denies
+    # DescribeTunnel (no tags left to match) instead of answering not found.
+    old_id, old = _create(rig, handler)
+    rig.tunnels.expire(old_id)
+    rig.tunnels.purge(old_id)
+    response = rig.send(handler, "Update", old, physical_id=old_id, old_properties=old)
+
+    new_id = tunnel_id_of(response)
+    assert new_id != old_id and rig.tunnels.open_tunnel_ids() == [new_id]
+    assert ("DescribeTunnel", f"arn:aws:iot:us-east-1:123456789012:tunnel/{old_id}") in rig.tunnels.denied
+    assert rig.secret(rig.source_secret)["tunnelId"] == new_id
+    assert all(rig.tunnels.is_token_valid(t) for t in _tokens(rig))
+
+
+def test_an_update_that_moved_the_thing_finds_the_purged_tunnel_under_the_old_thing(
+    rig: Rig, handler: Handler
+) -> None:
+    old_id, old = _create(rig, handler)
+    rig.tunnels.expire(old_id)
+    rig.tunnels.purge(old_id)
+    moved = {**old, "DestinationConfig": {"ThingName": "another-device", "Services": ["SSH"]}}
+    response = rig.send(handler, "Update", moved, physical_id=old_id, old_properties=old)
+
+    new_id = tunnel_id_of(response)
+    assert rig.tunnel(new_id)["destinationConfig"]["thingName"] == "another-device"
+    listed = {body.get("thingName") for op, body in rig.tunnels.calls if op == "ListTunnels"}
+    assert {THING, "another-device"} <= listed

@@ -33,8 +33,6 @@ from tests.cdk_helpers import FAKE_ACCOUNT, FAKE_REGION, FAKE_STACK_ID, Assembly
 from tests.rig.iam_policy import resolve_intrinsics, statements
 from tests.rig.iam_reference import UnknownActionError, condition_keys, key_applies
 
-pytest_plugins = ["tests.synth_fixtures"]
-
 JsonDict = dict[str, Any]
 TUNNELS = f"arn:aws:iot:{FAKE_REGION}:{FAKE_ACCOUNT}:tunnel/*"
 

@@ -22,8 +22,6 @@ from tests.test_construct import (
     normalized,
 )
 
-pytest_plugins = ["tests.synth_fixtures"]
-
 OWNER = {"Ref": "AWS::StackId"}
 THINGS = partition_arn("iot", "thing/*")
 PREFIXED_SECRETS = partition_arn("secretsmanager", f"secret:{SECRET_NAME_PREFIX}*")

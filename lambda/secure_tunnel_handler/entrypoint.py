@@ -25,7 +25,7 @@ from botocore.config import Config
 from .errors import HandlerError, explain
 from .lifecycle import Outcome, TunnelResource
 from .redaction import REDACTOR
-from .responses import CheckedCfnResource, Heard
+from .responses import ENVELOPE_FIELDS, CheckedCfnResource, Heard
 from .retries import Retrier
 from .token_secrets import TokenSecrets
 from .tunnels import TunnelService
@@ -97,7 +97,8 @@ def _resource(context: Any, pool: ThreadPoolExecutor) -> TunnelResource:
     region = tunnels_client.meta.region_name
     tunnels = TunnelService(tunnels_client, retrier, owner, now=lambda: datetime.now(UTC))
     secrets = TokenSecrets(secrets_client, retrier, region, pool)
-    return TunnelResource(tunnels, secrets, pool, announce=_name_in_any_response)
+    ends_at = time.time() + context.get_remaining_time_in_millis() / 1000.0
+    return TunnelResource(tunnels, secrets, pool, announce=_name_in_any_response, ends_at=ends_at)
 
 
 def _name_in_any_response(physical_id: str) -> None:
@@ -188,12 +189,22 @@ def _delete(event: dict[str, Any], context: Any) -> str | None:
     return _run("delete", event, context)
 
 
+def _can_be_answered(event: Any) -> bool:
+    if not isinstance(event, dict) or "RequestType" not in event:
+        return False
+    return all(isinstance(event.get(k), str) for k in ENVELOPE_FIELDS)
+
+
 def handler(event: dict[str, Any], context: Any) -> None:
     """Serve one CloudFormation custom resource event or one Secrets Manager rotation step."""
     REDACTOR.forget_all()
     REDACTOR.install(logging.getLogger())
     if is_rotation_event(event):
         _rotate(event, context)
+    elif not _can_be_answered(event):
+        # No response can reach CloudFormation without these (and crhelper would send its
+        # failure to the URL of an earlier event of this execution environment).
+        logger.error("Ignoring an event that is neither a CloudFormation request nor a rotation step")
     else:
         _answered.clear()
         helper(event, context)

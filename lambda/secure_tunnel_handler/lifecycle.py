@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import HandlerError, explain
-from .properties import InvalidProperties, TunnelSpec, parse_properties, secret_arns_of
-from .token_secrets import PartialWriteError, Restore, TokenSecrets
+from .properties import InvalidProperties, TunnelSpec, parse_properties, secret_arns_of, thing_names_of
+from .token_secrets import Claim, PartialWriteError, Restore, TokenSecrets
 from .tunnels import DuplicateDelivery, IssuedTunnel, TunnelService, TunnelState
 
 logger = logging.getLogger(__name__)
@@ -44,17 +44,21 @@ class TunnelResource:
         secrets: TokenSecrets,
         pool: ThreadPoolExecutor,
         announce: Callable[[str], None] = lambda _: None,
+        *,
+        ends_at: float = float("inf"),
     ) -> None:
         self._tunnels = tunnels
         self._secrets = secrets
         self._pool = pool
+        # Epoch seconds when this invocation ends at the latest: how long a claim holds.
+        self._ends_at = ends_at
         # Told the new tunnel's id as soon as Create has opened it: a response sent before the
         # handler returns (crhelper's timeout) must name it, or CloudFormation never closes it.
         self._announce = announce
 
     def create(self, event: dict[str, Any]) -> Outcome:
         """Open a tunnel and write its tokens; nothing stays open if any step fails."""
-        spec = _parse(event["ResourceProperties"])
+        spec = _parse(event)
         return self._open_and_publish(spec, event["RequestId"], report_id_on_failure=True)
 
     def withdraw(self, outcome: Outcome) -> None:
@@ -66,10 +70,12 @@ class TunnelResource:
 
     def update(self, event: dict[str, Any]) -> Outcome:
         """Rotate the tokens in place, or open a replacement when the tunnel cannot be kept."""
-        spec = _parse(event["ResourceProperties"])
+        spec = _parse(event)
         tunnel_id = event["PhysicalResourceId"]
+        # The tunnel is listed under the thing it was opened to: the old properties' thing.
+        things = (*thing_names_of(event.get("OldResourceProperties")), spec.thing_name)
         current = (
-            self._step("Reading the tunnel", self._tunnels.describe, tunnel_id)
+            self._step("Reading the tunnel", self._tunnels.describe, tunnel_id, things)
             if _looks_like_tunnel(tunnel_id, event)
             else None
         )
@@ -77,7 +83,17 @@ class TunnelResource:
         if current is None or reason:
             logger.info("Opening a replacement for tunnel %s: %s", tunnel_id, reason)
             return self._open_and_publish(spec, event["RequestId"], report_id_on_failure=False)
-        return self._rotate_in_place(current, spec)
+        if not self._tunnels.owns(current):
+            raise HandlerError(
+                f"Tunnel {tunnel_id} was not opened by this handler's stack: its tokens are not "
+                "rotated and its tags not changed here. Nothing was changed."
+            )
+        claim = self._step(
+            "Claiming the update", self._secrets.claim, spec, event["RequestId"], self._ends_at
+        )
+        if claim is None:
+            return self._outcome_of_claimant(current, spec, event["RequestId"])
+        return self._rotate_in_place(current, spec, claim)
 
     def delete(self, event: dict[str, Any]) -> None:
         """Close the tunnel; give the secrets back their previous tunnel after a rolled-back replacement."""
@@ -87,20 +103,21 @@ class TunnelResource:
                 "Physical id %s is not a tunnel (left by a failed Create): nothing to close", tunnel_id
             )
             return
-        arns = secret_arns_of(event.get("ResourceProperties", {}))
-        closing = self._pool.submit(self._tunnels.close, tunnel_id)
+        properties = event.get("ResourceProperties", {})
+        arns, things = secret_arns_of(properties), thing_names_of(properties)
+        closing = self._pool.submit(self._tunnels.close, tunnel_id, things)
         planning = [self._pool.submit(self._secrets.plan_restore, arn, tunnel_id) for arn in arns]
         if not self._step("Closing the tunnel", closing.result):
             logger.info("Tunnel %s was already gone", tunnel_id)
         plans = [p for p in (self._step("Restoring the token secrets", f.result) for f in planning) if p]
         if plans:
-            self._step("Restoring the token secrets", self._restore, plans)
+            self._step("Restoring the token secrets", self._restore, plans, things)
 
-    def _restore(self, plans: list[Restore]) -> None:
+    def _restore(self, plans: list[Restore], things: tuple[str, ...]) -> None:
         # Both secrets go back to one tunnel, and only to one that is still OPEN: checked once,
         # so that the two secrets cannot see different answers.
         targets = {plan.tunnel_id for plan in plans}
-        if len(targets) != 1 or not self._is_open(targets.pop()):
+        if len(targets) != 1 or not self._is_open(targets.pop(), things):
             logger.info(
                 "The secrets' previous versions do not hold one OPEN tunnel: secrets left as they are"
             )
@@ -116,9 +133,7 @@ class TunnelResource:
             )
             if report_id_on_failure:
                 self._announce(duplicate.tunnel_id)
-            return Outcome(
-                duplicate.tunnel_id, {"TunnelId": duplicate.tunnel_id, "TunnelArn": duplicate.tunnel_arn}
-            )
+            return Outcome(duplicate.tunnel_id, _attributes(duplicate.tunnel_id, duplicate.tunnel_arn))
         logger.info("Tunnel %s is open", tunnel.tunnel_id)
         if report_id_on_failure:
             self._announce(tunnel.tunnel_id)
@@ -138,22 +153,32 @@ class TunnelResource:
         """Close a tunnel CloudFormation will not know about and undo the writes that succeeded."""
         self.withdraw(Outcome(tunnel.tunnel_id, {}, tunnel.tunnel_id, failure.written))
 
-    def _rotate_in_place(self, current: TunnelState, spec: TunnelSpec) -> Outcome:
-        moved = (current.thing_name, current.services) != (spec.thing_name, spec.services)
-        issued = self._step(
-            "Rotating the access tokens", self._tunnels.rotate, current, spec if moved else None
-        )
+    def _rotate_in_place(self, current: TunnelState, spec: TunnelSpec, claim: Claim) -> Outcome:
+        # spec's destination: the tunnel's own, or where DestinationConfig moved it.
+        issued = self._step("Rotating the access tokens", self._tunnels.rotate, current, spec)
         tagging = self._pool.submit(self._tunnels.sync_tags, current, dict(spec.tags))
         try:
-            self._secrets.write(spec, issued)
+            self._secrets.write(spec, issued, claim)
         except PartialWriteError as exc:
             # The old tokens are revoked by the rotation: keep whatever was written.
             raise explain("Writing the token secrets", exc.cause) from exc
         self._step("Updating the tunnel's tags", tagging.result)
         return _outcome(issued)
 
-    def _is_open(self, tunnel_id: str) -> bool:
-        state = self._tunnels.describe(tunnel_id)
+    def _outcome_of_claimant(self, current: TunnelState, spec: TunnelSpec, request_id: str) -> Outcome:
+        """Another delivery of this Update holds its claim: report what that one wrote."""
+        claim = self._step("Reading the claim of the update", self._secrets.claim_of, spec, request_id)
+        logger.info("Another delivery of request %s rotates the tokens: waiting for its writes", request_id)
+        stored = self._step("Waiting for the other delivery", self._secrets.await_writes, spec, claim)
+        if stored is None or stored.tunnel_id != current.tunnel_id:
+            raise HandlerError(
+                f"Another delivery of this request claimed the rotation of tunnel {current.tunnel_id} "
+                "and did not write its tokens in time; nothing was changed here. Retry the stack update."
+            )
+        return Outcome(current.tunnel_id, _attributes(current.tunnel_id, current.tunnel_arn))
+
+    def _is_open(self, tunnel_id: str, things: tuple[str, ...]) -> bool:
+        state = self._tunnels.describe(tunnel_id, things)
         return state is not None and state.is_open
 
     @staticmethod
@@ -174,9 +199,11 @@ def _best_effort(cleanup: Callable[[], object]) -> None:
         logger.exception("Clean-up of a tunnel CloudFormation will not reference did not complete")
 
 
-def _parse(raw: Any) -> TunnelSpec:
+def _parse(event: dict[str, Any]) -> TunnelSpec:
+    if "ResourceProperties" not in event:
+        raise HandlerError("Invalid event: it has no ResourceProperties. Nothing was changed.")
     try:
-        return parse_properties(raw)
+        return parse_properties(event["ResourceProperties"])
     except InvalidProperties as exc:
         raise HandlerError(str(exc)) from exc
 
@@ -205,5 +232,9 @@ def _replacement_reason(current: TunnelState | None, spec: TunnelSpec) -> str | 
 def _outcome(
     tunnel: IssuedTunnel, opened: str | None = None, written: dict[str, str] | None = None
 ) -> Outcome:
-    data = {"TunnelId": tunnel.tunnel_id, "TunnelArn": tunnel.tunnel_arn}
-    return Outcome(tunnel.tunnel_id, data, opened, written or {})
+    return Outcome(tunnel.tunnel_id, _attributes(tunnel.tunnel_id, tunnel.tunnel_arn), opened, written or {})
+
+
+def _attributes(tunnel_id: str, tunnel_arn: str) -> dict[str, str]:
+    """The resource's Fn::GetAtt attributes (never a token)."""
+    return {"TunnelId": tunnel_id, "TunnelArn": tunnel_arn}

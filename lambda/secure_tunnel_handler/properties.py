@@ -22,6 +22,8 @@ DEFAULT_LIFETIME_MINUTES = 720
 
 NAME_RE = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 SECRET_ARN_RE = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+")
+# The suffix Secrets Manager appends to a secret's name in its full ARN: "-" and 6 characters.
+SECRET_ARN_SUFFIX_RE = re.compile(r"-[A-Za-z0-9]{6}$")
 # ASCII digits only: re's \d and int() also take other scripts' digits ("\u0663" is 3), which
 # CloudFormation and the tunneling API do not.
 DIGITS_RE = re.compile(r"[0-9]{1,6}")
@@ -85,8 +87,11 @@ def parse_properties(raw: Mapping[str, Any]) -> TunnelSpec:
         destination_secret_arn=_optional_secret_arn(raw.get("DestinationAccessTokenSecretArn"), problems),
         rotation_trigger=_optional_scalar(raw.get("RotationTrigger"), "RotationTrigger", problems),
     )
-    if spec.destination_secret_arn and spec.destination_secret_arn == spec.source_secret_arn:
-        problems.append("DestinationAccessTokenSecretArn must differ from SourceAccessTokenSecretArn")
+    if spec.destination_secret_arn and same_secret(spec.destination_secret_arn, spec.source_secret_arn):
+        problems.append(
+            "DestinationAccessTokenSecretArn and SourceAccessTokenSecretArn must name two secrets "
+            "(these name one, in full or partial ARN form)"
+        )
     if problems:
         raise InvalidProperties(_summary(problems))
     return spec
@@ -98,6 +103,25 @@ def secret_arns_of(raw: Mapping[str, Any]) -> tuple[str, ...]:
         return ()
     keys = ("SourceAccessTokenSecretArn", "DestinationAccessTokenSecretArn")
     return tuple(v for k in keys if isinstance(v := raw.get(k), str) and SECRET_ARN_RE.fullmatch(v))
+
+
+def thing_names_of(raw: Any) -> tuple[str, ...]:
+    """The well-formed thing name in possibly invalid properties (used to find purged tunnels)."""
+    destination = raw.get("DestinationConfig") if isinstance(raw, Mapping) else None
+    thing = destination.get("ThingName") if isinstance(destination, Mapping) else None
+    return (thing,) if isinstance(thing, str) and NAME_RE.fullmatch(thing) else ()
+
+
+def canonical_secret_arn(arn: str) -> str:
+    """The secret's ARN without the 6 random characters Secrets Manager appends to its name
+    (``-AbCdEf``), so that a full and a partial ARN of one secret compare equal."""
+    return SECRET_ARN_SUFFIX_RE.sub("", arn)
+
+
+def same_secret(a: str, b: str) -> bool:
+    """Whether two ARNs, full or partial, may name one secret. A partial ARN whose name ends
+    like a suffix is ambiguous: it counts as the same, which refuses rather than mixes tokens."""
+    return bool({a, canonical_secret_arn(a)} & {b, canonical_secret_arn(b)})
 
 
 def _summary(problems: Sequence[str]) -> str:

@@ -25,8 +25,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from crhelper import CfnResource
 
+from .errors import HandlerError
+
 logger = logging.getLogger(__name__)
 
+#: The request types CloudFormation sends to a custom resource.
+REQUEST_TYPES = ("Create", "Update", "Delete")
+#: What an event must carry (as strings) for a response to reach CloudFormation at all.
+ENVELOPE_FIELDS = ("ResponseURL", "StackId", "RequestId", "LogicalResourceId")
 # Stop retrying the PUT this long before the Lambda timeout: if the response cannot be
 # delivered, the handler still needs time to close a tunnel CloudFormation will never know.
 PUT_RESERVE_SECONDS = 2.0
@@ -67,6 +73,24 @@ class CheckedCfnResource(CfnResource):
     def _crhelper_init(self, event: dict[str, Any], context: Any) -> bool:
         self.sent = None
         return bool(super()._crhelper_init(event, context))  # type: ignore[misc]
+
+    def _get_func(self) -> Any:
+        # crhelper finds the function by the RequestType's name: an unknown one would fail with
+        # an AttributeError of crhelper's and an empty physical id, which CloudFormation rejects.
+        if self._event.get("RequestType") not in REQUEST_TYPES:  # type: ignore[attr-defined]
+            return self._reject_request_type
+        return super()._get_func()  # type: ignore[misc]
+
+    def _poll_enabled(self) -> bool:
+        # No poll_* function is registered; crhelper's own check fails on unknown request types.
+        return False
+
+    def _reject_request_type(self, event: dict[str, Any], _context: Any) -> str:
+        self.PhysicalResourceId = event.get("PhysicalResourceId") or self.generate_physical_id(event)
+        raise HandlerError(
+            f"Invalid event: unknown RequestType {event.get('RequestType')!r} (expected Create, "
+            "Update or Delete). Nothing was changed."
+        )
 
     def _send(self, status: str | None = None, reason: str = "", send_response: Any = None) -> None:
         # crhelper's timer thread and the handler's own result may both get here: the lock makes

@@ -7,7 +7,10 @@ once per step, in order; a failed step is retried later with the same ``ClientRe
 - ``createSecret``: ``RotateTunnelAccessToken`` for the secret's client mode (SOURCE or
   DESTINATION, so the other side's token stays valid) and the new document as AWSPENDING;
 - ``setSecret``: nothing (see :meth:`TokenRotation.set_secret`);
-- ``testSecret``: the pending document is well formed and its tunnel is still OPEN;
+- ``testSecret``: the pending document is well formed and its tunnel is still OPEN; or, when
+  Secrets Manager tests the rotation configuration (``RotateImmediately`` false: it runs only
+  testSecret, on an AWSPENDING version it creates and removes, whose content is not documented),
+  nothing: a pending version that is empty or a copy of AWSCURRENT passes and nothing changes;
 - ``finishSecret``: AWSCURRENT moves to the new version (Secrets Manager moves AWSPREVIOUS to
   the old one) and AWSPENDING is removed.
 
@@ -24,10 +27,9 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from .errors import error_code, explain
-from .properties import OWNER_TAG
 from .redaction import REDACTOR
 from .retries import Retrier
-from .tunnels import TunnelService, TunnelState
+from .tunnels import TunnelService, TunnelState, destination_config_of
 
 logger = logging.getLogger(__name__)
 
@@ -132,9 +134,10 @@ class TokenDocument:
 
 @dataclass(frozen=True)
 class StoredVersion:
-    """A version of the secret: its id and its token document (None if it holds none)."""
+    """A version of the secret: its id, its value and its token document (None if it holds none)."""
 
     version_id: str | None
+    text: str | None = field(repr=False)
     document: TokenDocument | None
 
 
@@ -204,12 +207,10 @@ class TokenRotation:
                 f"Tunnel {current.tunnel_id} is in {current.region}, this function in {self._region}: "
                 "rotate the secret with the handler of the tunnel's own stack. Nothing was changed."
             )
-        tunnel = self._open_owned_tunnel(current.tunnel_id)
+        tunnel = self._open_owned_tunnel(event, current)
         mode, token_field = CLIENT_MODES[current.client_mode]
-        # Revokes the old token of this client mode only; the other side's token stays valid. For
-        # DESTINATION the service also publishes the new token to the thing over MQTT.
-        # destinationConfig is not sent: the API refuses it with SOURCE, and nothing moves here.
-        answer = self._rotate_token(tunnel, mode)
+        # Revokes the old token of this client mode only; the other side's token stays valid.
+        answer = self._rotate_token(event, tunnel, mode)
         token = str(answer[token_field])
         REDACTOR.remember(token)
         new = replace(
@@ -258,11 +259,19 @@ class TokenRotation:
     def test_secret(self, event: RotationStep) -> None:
         """The pending document is well formed, for the secret's own tunnel, and that tunnel is OPEN.
 
-        The token itself is not tried: connecting would spend it (tokens are single-use).
+        The token itself is not tried: connecting would spend it (tokens are single-use). A
+        pending version that is empty or equal to AWSCURRENT is Secrets Manager's configuration
+        test, which must pass whatever the tunnel's state (a stack update long after the tunnel
+        expired sets up rotation again): a rotation's createSecret always stores a new token.
         """
-        pending = self._required_pending(event)
-        self._check_replaces(event, pending, self._current(event))
-        state = self._tunnels.describe(pending.tunnel_id)
+        pending_text = self._pending_text(event)
+        current = self._read_current(event)
+        if pending_text is None or pending_text == current.text:
+            logger.info("testSecret: version %s is Secrets Manager's configuration test", event.version_id)
+            return
+        pending = self._document_of(event, pending_text)
+        self._check_replaces(event, pending, self._current(event, current))
+        state = self._tunnels.describe(pending.tunnel_id, (pending.thing_name,))
         if state is None or not state.is_open:
             self._abandon(event, self._closed(pending.tunnel_id, state))
 
@@ -312,10 +321,11 @@ class TokenRotation:
         response = self._retrier.call(
             lambda: self._secrets.get_secret_value(SecretId=event.secret_id, VersionStage=CURRENT)
         )
-        return StoredVersion(response.get("VersionId"), TokenDocument.parse(response.get("SecretString")))
+        text = response.get("SecretString")
+        return StoredVersion(response.get("VersionId"), text, TokenDocument.parse(text))
 
-    def _current(self, event: RotationStep) -> TokenDocument:
-        document = self._read_current(event).document
+    def _current(self, event: RotationStep, stored: StoredVersion | None = None) -> TokenDocument:
+        document = (stored or self._read_current(event)).document
         if document is None:
             raise RotationError(
                 f"Secret {event.secret_id} holds no tunnel token yet: its AWSCURRENT value is not the "
@@ -325,8 +335,12 @@ class TokenRotation:
         return document
 
     def _pending(self, event: RotationStep) -> TokenDocument | None:
-        """The new version's document; None while it has no value. A value that is not a token
-        document was not written by this function: fail rather than guess."""
+        """The new version's document; None while it has no value."""
+        text = self._pending_text(event)
+        return None if text is None else self._document_of(event, text)
+
+    def _pending_text(self, event: RotationStep) -> str | None:
+        """The new version's value; None while it has none (RotateSecret adds it empty)."""
         try:
             response = self._retrier.call(
                 lambda: self._secrets.get_secret_value(
@@ -337,7 +351,12 @@ class TokenRotation:
             if error_code(exc) == "ResourceNotFoundException":
                 return None
             raise
-        document = TokenDocument.parse(response.get("SecretString"))
+        return str(response.get("SecretString") or "")
+
+    def _document_of(self, event: RotationStep, text: str) -> TokenDocument:
+        """The pending version's document. A value that is not a token document was not written
+        by this function: fail rather than guess."""
+        document = TokenDocument.parse(text)
         if document is None:
             raise RotationError(
                 f"Version {event.version_id} of secret {event.secret_id} holds a value that is not a "
@@ -354,19 +373,30 @@ class TokenRotation:
             )
         return pending
 
-    def _open_owned_tunnel(self, tunnel_id: str) -> TunnelState:
-        """The tunnel's state if it is OPEN and this handler's stack opened it."""
-        state = self._tunnels.describe(tunnel_id)
+    def _open_owned_tunnel(self, event: RotationStep, current: TokenDocument) -> TunnelState:
+        """The secret's tunnel if it is OPEN and this handler's stack opened it."""
+        tunnel_id = current.tunnel_id
+        state = self._tunnels.describe(tunnel_id, (current.thing_name,))
         if state is None or not state.is_open:
-            raise RotationError(f"{self._closed(tunnel_id, state)}; nothing was changed. {NEW_TUNNEL_ADVICE}")
+            self._refuse_closed(event, self._closed(tunnel_id, state))
         # The secret names the tunnel: without this check, whoever may write the secret could have
         # this function rotate (and hand out) the tokens of a tunnel its stack does not own.
-        if state.tags.get(OWNER_TAG) != self._owner:
+        if not self._tunnels.owns(state):
             raise RotationError(
                 f"Tunnel {tunnel_id} was not opened by this function's stack, so its tokens are not "
                 "rotated here; nothing was changed"
             )
         return state
+
+    def _refuse_closed(self, event: RotationStep, why: str) -> NoReturn:
+        """createSecret of a closed tunnel: drop the AWSPENDING label RotateSecret gave the empty
+        version, so that the next rotation after a stack update is not refused as "previous
+        rotation isn't complete", and say how to get a new tunnel."""
+        try:
+            self._drop_pending(event)
+        except Exception:
+            logger.exception("Could not remove AWSPENDING from version %s", event.version_id)
+        raise RotationError(f"{why}; nothing was changed. {NEW_TUNNEL_ADVICE}")
 
     def _closed(self, tunnel_id: str, state: TunnelState | None) -> str:
         """Why a tunnel cannot be rotated, in words an operator can act on."""
@@ -419,21 +449,21 @@ class TokenRotation:
         metadata = self._retrier.call(lambda: self._secrets.describe_secret(SecretId=event.secret_id))
         return list(metadata.get("VersionIdsToStages", {}).get(event.version_id, []))
 
-    def _rotate_token(self, tunnel: TunnelState, mode: str) -> dict[str, Any]:
+    def _rotate_token(self, event: RotationStep, tunnel: TunnelState, mode: str) -> dict[str, Any]:
         """RotateTunnelAccessToken for one client mode; a tunnel that vanished since it was read
         gets the same advice as one found closed."""
+        request: dict[str, Any] = {"tunnelId": tunnel.tunnel_id, "clientMode": mode}
+        if mode == "DESTINATION":
+            # Only a rotation that carries the destination configuration makes AWS IoT publish
+            # the new token to the device; the API refuses it in SOURCE mode.
+            request["destinationConfig"] = destination_config_of(tunnel)
         try:
             return dict(
-                self._retrier.call(
-                    lambda: self._tunnels_client.rotate_tunnel_access_token(
-                        tunnelId=tunnel.tunnel_id, clientMode=mode
-                    )
-                )
+                self._retrier.call(lambda: self._tunnels_client.rotate_tunnel_access_token(**request))
             )
         except Exception as exc:
             if error_code(exc) == "ResourceNotFoundException":
-                message = f"{self._closed(tunnel.tunnel_id, None)}; nothing was changed. {NEW_TUNNEL_ADVICE}"
-                raise RotationError(message) from exc
+                self._refuse_closed(event, self._closed(tunnel.tunnel_id, None))
             raise
 
 

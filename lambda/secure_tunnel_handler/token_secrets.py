@@ -3,14 +3,21 @@
 Each secret holds one JSON object: tunnelId, tunnelArn, clientMode, accessToken, region,
 thingName, services, expiresAt. Secrets Manager keeps the previous version (AWSPREVIOUS),
 which is how a write is undone and how a rolled-back replacement gets its old tokens back.
+
+An in-place Update first *claims* its request in the source secret: a version whose
+ClientRequestToken is derived from the request id, holding which delivery claimed it. A version's
+value can never change (PutSecretValue: the same data again is ignored, other data fails with
+ResourceExistsException), so of two deliveries of one request only one can claim it; the other
+rotates nothing and waits for the claimant's writes (:meth:`TokenSecrets.await_writes`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +33,12 @@ CURRENT = "AWSCURRENT"
 PREVIOUS = "AWSPREVIOUS"
 # A deleted or scheduled-for-deletion secret has nothing left to restore.
 GONE_CODES = frozenset({"ResourceNotFoundException", "InvalidRequestException"})
+#: Staging label of the claim versions: a version with no label may be deleted by Secrets Manager.
+CLAIM_STAGE = "IOTSECURETUNNEL_CLAIM"
+#: Namespace of the version ids derived from request ids and claims.
+_VERSION_IDS = uuid.UUID("6f1c2b53-8a0e-4c57-9d5e-2f4a7c9e1b30")
+#: How often a duplicate delivery looks for the claimant's writes.
+_POLL_SECONDS = 1.0
 
 
 class PartialWriteError(Exception):
@@ -46,6 +59,19 @@ class Restore:
     tunnel_id: str
     previous_version: str
     current_version: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Which delivery of a request rotates and writes the tokens, and until when it may run."""
+
+    holder: str
+    #: Epoch seconds when the claimant's Lambda invocation ends at the latest.
+    until: float
+
+    def write_token(self, arn: str) -> str:
+        """The ClientRequestToken of the claimant's write of ``arn``: a duplicate knows it."""
+        return str(uuid.uuid5(_VERSION_IDS, f"{self.holder}|{arn}"))
 
 
 @dataclass(frozen=True)
@@ -76,20 +102,37 @@ def secret_value(spec: TunnelSpec, tunnel: IssuedTunnel, mode: str, region: str)
 class TokenSecrets:
     """The Secrets Manager side of the handler."""
 
-    def __init__(self, client: Any, retrier: Retrier, region: str, pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        client: Any,
+        retrier: Retrier,
+        region: str,
+        pool: ThreadPoolExecutor,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._client = client
         self._retrier = retrier
         self._region = region
         self._pool = pool
+        self._clock = clock
+        self._sleep = sleep
 
-    def write(self, spec: TunnelSpec, tunnel: IssuedTunnel) -> dict[str, str]:
+    def write(self, spec: TunnelSpec, tunnel: IssuedTunnel, claim: Claim | None = None) -> dict[str, str]:
         """Write both secrets concurrently; returns the secret ARN -> version id written, or
-        raises PartialWriteError naming what was written."""
+        raises PartialWriteError naming what was written. Under a ``claim``, the version ids are
+        the claim's, so that a duplicate delivery can find them."""
         targets = [(spec.source_secret_arn, "source")]
         if spec.destination_secret_arn:
             targets.append((spec.destination_secret_arn, "destination"))
         futures = {
-            arn: self._pool.submit(self._put, arn, secret_value(spec, tunnel, mode, self._region))
+            arn: self._pool.submit(
+                self._put,
+                arn,
+                secret_value(spec, tunnel, mode, self._region),
+                claim.write_token(arn) if claim else str(uuid.uuid4()),
+            )
             for arn, mode in targets
         }
         written, failure = {}, None
@@ -101,6 +144,58 @@ class TokenSecrets:
         if failure is not None:
             raise PartialWriteError(failure, written)
         return written
+
+    def claim(self, spec: TunnelSpec, request_id: str, until: float) -> Claim | None:
+        """Claim ``request_id`` for this delivery; returns None if another delivery holds it."""
+        token = str(uuid.uuid5(_VERSION_IDS, request_id))
+        mine = Claim(holder=str(uuid.uuid4()), until=until)
+        value = json.dumps({"claimOf": request_id, "holder": mine.holder, "until": mine.until})
+        try:
+            # The same value on every retry: a retried claim whose answer was lost still holds.
+            self._retrier.call(
+                lambda: self._client.put_secret_value(
+                    SecretId=spec.source_secret_arn,
+                    ClientRequestToken=token,
+                    SecretString=value,
+                    VersionStages=[CLAIM_STAGE],
+                )
+            )
+        except Exception as exc:
+            if error_code(exc) != "ResourceExistsException":
+                raise
+            return None
+        return mine
+
+    def claim_of(self, spec: TunnelSpec, request_id: str) -> Claim:
+        """The claim another delivery made of ``request_id``."""
+        token = str(uuid.uuid5(_VERSION_IDS, request_id))
+        response = self._retrier.call(
+            lambda: self._client.get_secret_value(SecretId=spec.source_secret_arn, VersionId=token)
+        )
+        document = json.loads(response["SecretString"])
+        return Claim(holder=str(document["holder"]), until=float(document["until"]))
+
+    def await_writes(self, spec: TunnelSpec, claim: Claim) -> StoredTunnel | None:
+        """Wait for the claimant's writes of every secret; returns the tunnel they hold, or None
+        if they are not all there when the claimant's invocation (or this one) is over."""
+        while True:
+            stored = [self._version(arn, claim.write_token(arn)) for arn in spec.secret_arns]
+            if all(s.version_id for s in stored):
+                return stored[0]
+            if self._clock() >= claim.until or self._retrier.expired():
+                return None
+            self._sleep(_POLL_SECONDS)
+
+    def _version(self, arn: str, version_id: str) -> StoredTunnel:
+        try:
+            response = self._retrier.call(
+                lambda: self._client.get_secret_value(SecretId=arn, VersionId=version_id)
+            )
+        except Exception as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return StoredTunnel(None, None)
+            raise
+        return StoredTunnel(_tunnel_id_in(response.get("SecretString")), response.get("VersionId"))
 
     def undo(self, written: dict[str, str]) -> None:
         """Make the version before each written one current again."""
@@ -155,9 +250,8 @@ class TokenSecrets:
             except Exception:
                 logger.exception("Could not undo the restore of secret %s", plan.arn)
 
-    def _put(self, arn: str, value: str) -> str:
+    def _put(self, arn: str, value: str, token: str) -> str:
         # One idempotency token for all retries: a retried write never adds a second version.
-        token = str(uuid.uuid4())
         response = self._retrier.call(
             lambda: self._client.put_secret_value(SecretId=arn, SecretString=value, ClientRequestToken=token)
         )

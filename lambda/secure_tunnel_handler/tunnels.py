@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import HandlerError, error_code
 from .properties import OWNER_TAG, REQUEST_TAG, TunnelSpec
 from .redaction import REDACTOR
-from .retries import Retrier, is_throttling, is_transient
+from .retries import Retrier, is_access_denied, is_throttling, is_transient
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 OPEN = "OPEN"
 
@@ -104,8 +106,11 @@ class TunnelService:
                 # may have opened a tunnel: look for it before trying again.
                 response = self._retrier.call(lambda: self._client.open_tunnel(**request), is_throttling)
             except Exception as exc:
-                if is_transient(exc) and self._retrier.may_retry(attempt):
+                if not is_transient(exc):
+                    raise
+                if self._retrier.may_retry(attempt):
                     continue
+                self._close_lost_tunnel(spec, request_id)
                 raise
             issued = self._issued(response["tunnelId"], response["tunnelArn"], expires_at, response)
             self._yield_to_an_earlier_delivery(spec, request_id, issued.tunnel_id)
@@ -114,19 +119,39 @@ class TunnelService:
 
     def find_opened_by(self, spec: TunnelSpec, request_id: str) -> TunnelState | None:
         """The OPEN tunnel of this owner that the given request opened (the first, if more did)."""
-        first = _first(self._opened_by(spec, request_id))
-        return self.describe(first["tunnelId"]) if first else None
+        return _first(self._opened_by(spec, request_id))
 
-    def _opened_by(self, spec: TunnelSpec, request_id: str) -> list[dict[str, Any]]:
-        """Summaries of the OPEN tunnels of this owner that the given request opened."""
+    def owns(self, tunnel: TunnelState) -> bool:
+        """Whether this handler's stack opened the tunnel (its owner tag, set at OpenTunnel)."""
+        return tunnel.tags.get(OWNER_TAG) == self._owner
+
+    def _opened_by(self, spec: TunnelSpec, request_id: str) -> list[TunnelState]:
+        """The OPEN tunnels of this owner that the given request opened.
+
+        Tags are read with DescribeTunnel: ListTagsForResource honours no resource-tag
+        condition for tunnels, so the handler's tag-scoped policy cannot allow it
+        (docs/aws-semantics.md). A tunnel of another owner is denied: not ours, skipped.
+        """
         found = []
         for summary in self._summaries(spec.thing_name):
             if summary.get("status") != OPEN or summary.get("description") != spec.description:
                 continue
-            tags = self._tags_if_visible(summary["tunnelArn"])
-            if tags.get(REQUEST_TAG) == request_id and tags.get(OWNER_TAG) == self._owner:
-                found.append(summary)
+            state = self._describe_if_visible(summary["tunnelId"])
+            if state is not None and state.tags.get(REQUEST_TAG) == request_id and self.owns(state):
+                found.append(state)
         return found
+
+    def _close_lost_tunnel(self, spec: TunnelSpec, request_id: str) -> None:
+        """The last OpenTunnel attempt got no answer, and it may have opened a tunnel that no one
+        will ever reference: close it if it is there. Never raises: the caller reports the
+        failure; if this look-up fails too, the failure names the tunnel it found, if any."""
+        try:
+            lost = self.find_opened_by(spec, request_id)
+            if lost is not None:
+                logger.warning("Closing tunnel %s: its OpenTunnel answer was lost", lost.tunnel_id)
+                self.close(lost.tunnel_id, (spec.thing_name,))
+        except Exception:
+            logger.exception("Could not look for a tunnel whose OpenTunnel answer was lost")
 
     def _yield_to_an_earlier_delivery(self, spec: TunnelSpec, request_id: str, mine: str) -> None:
         """Two deliveries of one request at the same time can each open a tunnel (each looked
@@ -138,39 +163,82 @@ class TunnelService:
             # Only a concurrent duplicate makes this look-up matter: it must not fail the event.
             logger.warning("Could not look for another delivery's tunnel; keeping %s", mine, exc_info=True)
             return
-        if first is None or first["tunnelId"] == mine:
+        if first is None or first.tunnel_id == mine:
             return
-        logger.info("Tunnel %s was opened first by another delivery: closing %s", first["tunnelId"], mine)
+        logger.info("Tunnel %s was opened first by another delivery: closing %s", first.tunnel_id, mine)
         self.close(mine)
-        raise DuplicateDelivery(first["tunnelId"], first["tunnelArn"])
+        raise DuplicateDelivery(first.tunnel_id, first.tunnel_arn)
 
-    def describe(self, tunnel_id: str) -> TunnelState | None:
-        """The tunnel's state, or None if it does not exist (any more)."""
+    def describe(self, tunnel_id: str, things: Sequence[str] = ()) -> TunnelState | None:
+        """The tunnel's state, or None if it does not exist (any more).
+
+        ``things``: the thing names the tunnel may be listed under. AWS deletes a closed tunnel
+        some hours after it closed; a tag-scoped policy then denies the call rather than answering
+        not found (no tags left to match), and the tunnel's absence from ListTunnels tells.
+        """
         try:
-            tunnel = self._retrier.call(lambda: self._client.describe_tunnel(tunnelId=tunnel_id))["tunnel"]
+            tunnel = self._unless_purged(
+                tunnel_id, things, lambda: self._client.describe_tunnel(tunnelId=tunnel_id)
+            )
         except Exception as exc:
             if error_code(exc) == "ResourceNotFoundException":
                 return None
             raise
-        return _state(tunnel)
+        return None if tunnel is None else _state(tunnel["tunnel"])
 
-    def rotate(self, tunnel: TunnelState, new_destination: TunnelSpec | None = None) -> IssuedTunnel:
-        """Rotate both tokens (``clientMode=ALL``); optionally move the tunnel to a new destination."""
-        request: dict[str, Any] = {"tunnelId": tunnel.tunnel_id, "clientMode": "ALL"}
-        if new_destination is not None:
-            request["destinationConfig"] = _destination(new_destination)
+    def rotate(self, tunnel: TunnelState, destination: TunnelSpec | None = None) -> IssuedTunnel:
+        """Rotate both tokens (``clientMode=ALL``), moving the tunnel to ``destination`` if given.
+
+        The destination configuration is always sent: only a rotation that carries it makes
+        AWS IoT publish the new destination token to the device (developer guide, secure
+        tunneling troubleshooting); without it the device's token is revoked and never replaced.
+        """
+        config = _destination(destination) if destination else destination_config_of(tunnel)
+        request = {"tunnelId": tunnel.tunnel_id, "clientMode": "ALL", "destinationConfig": config}
         response = self._retrier.call(lambda: self._client.rotate_tunnel_access_token(**request))
         return self._issued(tunnel.tunnel_id, tunnel.tunnel_arn, tunnel.expires_at, response)
 
-    def close(self, tunnel_id: str) -> bool:
-        """Close and delete the tunnel's data; False if it was already gone."""
+    def close(self, tunnel_id: str, things: Sequence[str] = ()) -> bool:
+        """Close and delete the tunnel's data; False if it was already gone (see :meth:`describe`
+        for ``things``)."""
         try:
-            self._retrier.call(lambda: self._client.close_tunnel(tunnelId=tunnel_id, delete=True))
+            closed = self._unless_purged(
+                tunnel_id, things, lambda: self._client.close_tunnel(tunnelId=tunnel_id, delete=True)
+            )
         except Exception as exc:
             if error_code(exc) == "ResourceNotFoundException":
                 return False
             raise
-        return True
+        return closed is not None
+
+    def _unless_purged(self, tunnel_id: str, things: Sequence[str], call: Callable[[], T]) -> T | None:
+        """``call``'s answer, or None when it was denied and the tunnel is listed under none of
+        ``things`` (AWS purged it). A denial of a listed tunnel is retried as IAM propagation."""
+        try:
+            return self._retrier.call(call, denial_may_pass=not things)
+        except Exception as exc:
+            if not (things and is_access_denied(exc)):
+                raise
+        if not self._is_listed(tunnel_id, things):
+            logger.info("Tunnel %s is not listed for %s: AWS has deleted it", tunnel_id, ", ".join(things))
+            return None
+        return self._retrier.call(call)
+
+    def _is_listed(self, tunnel_id: str, things: Sequence[str]) -> bool:
+        listed = (s["tunnelId"] for thing in dict.fromkeys(things) for s in self._summaries(thing))
+        return tunnel_id in listed
+
+    def _describe_if_visible(self, tunnel_id: str) -> TunnelState | None:
+        # A tunnel of another owner is outside the handler's IAM scope: denied, not ours.
+        try:
+            answer = self._retrier.call(
+                lambda: self._client.describe_tunnel(tunnelId=tunnel_id), denial_may_pass=False
+            )
+        except Exception as exc:
+            if is_access_denied(exc) or error_code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+        return _state(answer["tunnel"])
 
     def sync_tags(self, tunnel: TunnelState, wanted: dict[str, str]) -> None:
         """Make the tunnel's user tags equal ``wanted``; the handler's own tags stay."""
@@ -194,16 +262,6 @@ class TunnelService:
                 return summaries
             request["nextToken"] = page["nextToken"]
 
-    def _tags_if_visible(self, tunnel_arn: str) -> dict[str, str]:
-        # Tunnels of other owners are outside the handler's IAM scope: not ours, skip them.
-        try:
-            response = self._retrier.call(lambda: self._client.list_tags_for_resource(resourceArn=tunnel_arn))
-        except Exception as exc:
-            if error_code(exc) in {"AccessDeniedException", "ResourceNotFoundException"}:
-                return {}
-            raise
-        return {t["key"]: t["value"] for t in response.get("tags", [])}
-
     def _issued(
         self, tunnel_id: str, arn: str, expires_at: datetime, response: dict[str, Any]
     ) -> IssuedTunnel:
@@ -212,10 +270,9 @@ class TunnelService:
         return IssuedTunnel(tunnel_id, response.get("tunnelArn", arn), expires_at, tokens)
 
 
-def _first(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _first(tunnels: list[TunnelState]) -> TunnelState | None:
     """The earliest opened tunnel (ties, within the clock's resolution, go to the smaller id)."""
-    earliest = datetime.min.replace(tzinfo=UTC)
-    return min(summaries, key=lambda s: (s.get("createdAt") or earliest, s["tunnelId"]), default=None)
+    return min(tunnels, key=lambda t: (t.created_at, t.tunnel_id), default=None)
 
 
 def _open_request(spec: TunnelSpec, owner: str, request_id: str) -> dict[str, Any]:
@@ -233,6 +290,11 @@ def _open_request(spec: TunnelSpec, owner: str, request_id: str) -> dict[str, An
 
 def _destination(spec: TunnelSpec) -> dict[str, Any]:
     return {"thingName": spec.thing_name, "services": list(spec.services)}
+
+
+def destination_config_of(tunnel: TunnelState) -> dict[str, Any]:
+    """The tunnel's own destination configuration, as RotateTunnelAccessToken takes it."""
+    return {"thingName": tunnel.thing_name, "services": list(tunnel.services)}
 
 
 def _state(tunnel: dict[str, Any]) -> TunnelState:

@@ -16,10 +16,6 @@ import pytest
 
 from tests.reliability.fault_proxy import FaultProxy
 from tests.reliability.ledger import LEDGER, count_token_hits
-from tests.reliability.moto_fidelity import (
-    current_label_follows_update_secret_version_stage,
-    versions_keep_their_value,
-)
 from tests.reliability.world import Proxies, World
 from tests.rig.harness import Handler, Rig
 from tests.rig.secrets_rotation import SecretsManagerRotation
@@ -55,8 +51,7 @@ def proxies(rig_session: Rig, handler: Handler) -> Iterator[Proxies]:
     # The handler caches its clients per process, as a warm Lambda environment does: a new
     # environment (here, a cleared cache) reads the new endpoints.
     entrypoint._clients.cache_clear()
-    with current_label_follows_update_secret_version_stage(), versions_keep_their_value():
-        yield pair
+    yield pair
     os.environ.update(saved)
     entrypoint._clients.cache_clear()
     pair.tunnels.stop()

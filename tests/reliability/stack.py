@@ -204,3 +204,5 @@ def check_settled(
     check_secrets_agree(world, set(live) or allowed | set(referenced), "once settled", missing)
     if live:
         assert world.secrets_are_live(missing), "once settled, a secret holds a revoked token"
+    for tunnel_id in live:
+        world.rig.check_device_notified(tunnel_id)

@@ -190,3 +190,40 @@ def test_the_lambda_time_running_out(world: World, monkeypatch: pytest.MonkeyPat
         check_secrets_agree(world, allowed, "after the event")
         check_settled(world, settle(world, stage, delivery), allowed)
         LEDGER.rows.append(("timeouts", f"{slow.event} / {slow.when}", f"FAILED: {delivery.reason}"))
+
+
+# --- the last OpenTunnel answer lost at the deadline ------------------------------------------
+
+
+@pytest.mark.parametrize("request_type", ["Create", "Update with replacement"])
+def test_a_lost_open_tunnel_answer_with_no_retry_left_leaves_no_tunnel_open(
+    world: World, monkeypatch: pytest.MonkeyPatch, request_type: str
+) -> None:
+    # OpenTunnel takes effect but its answer is lost, and the deadline leaves no time for a
+    # retry (which would find the tunnel): the handler must look for it and close it.
+    with LEDGER.scenario("timeouts"):
+        stage = EVENTS["Create" if request_type == "Create" else "Update with replacement"](world)
+        # A margin above crhelper's 0.5 s timer, so that the handler's own answer goes first;
+        # the deadline (0.4 s) passes while OpenTunnel is held (0.5 s).
+        monkeypatch.setattr(entrypoint, "SAFETY_MARGIN_SECONDS", 1.0)
+        world.proxies.clear()
+        world.proxies.tunnels.delay("OpenTunnel", 0.5)
+        world.proxies.tunnels.fail("OpenTunnel", "connection", 0, mode="lose")
+        delivery = world.deliver(
+            stage.request_type,
+            stage.properties,
+            physical_id=stage.physical_id,
+            old_properties=stage.old_properties,
+            context=LambdaContext(1.4),
+        )
+        monkeypatch.undo()
+        opened = [c for c in world.proxies.tunnels.recorded() if c.operation == "OpenTunnel"]
+
+        assert len(opened) == 1, "the deadline left no retry"
+        assert delivery.status == "FAILED", delivery.reason
+        assert delivery.reason.startswith("Opening the tunnel failed"), delivery.reason
+        assert any(c.operation == "CloseTunnel" for c in world.proxies.tunnels.recorded())
+        assert not world.orphans(referenced_after(stage, delivery)), "an unreferenced tunnel is OPEN"
+        world.proxies.clear()
+        check_settled(world, settle(world, stage, delivery), {stage.before, *stage.kept})
+        LEDGER.rows.append(("timeouts", f"{request_type}: last OpenTunnel answer lost", delivery.status))

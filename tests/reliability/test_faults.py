@@ -95,17 +95,16 @@ TUNNEL_TARGETED = frozenset(
         "RotateTunnelAccessToken",
         "TagResource",
         "UntagResource",
-        "ListTagsForResource",
     }
 )
 PENDING_STAGE = (("VersionStage", "AWSPENDING"),)
 # The step each call belongs to, as the FAILED reason must name it.
 STEPS = {
     "ListTunnels": ("Opening the tunnel",),
-    "ListTagsForResource": ("Opening the tunnel",),
     "OpenTunnel": ("Opening the tunnel",),
-    "PutSecretValue": ("Writing the token secrets",),
-    "DescribeTunnel": ("Reading the tunnel", "Restoring the token secrets"),
+    "PutSecretValue": ("Writing the token secrets", "Claiming the update"),
+    # Opening: the look-up of the tunnel an earlier delivery of the request opened.
+    "DescribeTunnel": ("Reading the tunnel", "Restoring the token secrets", "Opening the tunnel"),
     "RotateTunnelAccessToken": ("Rotating the access tokens",),
     "TagResource": ("Updating the tunnel's tags",),
     "UntagResource": ("Updating the tunnel's tags",),
@@ -240,19 +239,26 @@ def expected_status(event: str, slot: Slot, kind: FaultKind) -> str:
         last = slot.call.operation == "UpdateSecretVersionStage" and slot.call.details == PENDING_STAGE
         return "SUCCESS" if last else "FAILED"
     op, updating, deleting = slot.call.operation, event.startswith("Update"), event.startswith("Delete")
-    if slot.after_open and op in ("ListTunnels", "ListTagsForResource"):
+    if slot.after_open and op in ("ListTunnels", "DescribeTunnel"):
         return "SUCCESS"  # the look-up for a concurrent duplicate is best effort
     tolerated = {
-        # A tunnel that is gone is replaced on Update, already done on Delete, and not the
-        # earlier delivery's when the look-up cannot read its tags.
-        ("not found", "DescribeTunnel"): updating or event == "Delete after a rolled-back replacement",
+        # A tunnel that is gone is replaced on Update, already done on Delete; looking for an
+        # earlier delivery's tunnel, one that is gone, or denied (another owner's), is not it.
         ("not found", "CloseTunnel"): deleting,
-        ("not found", "ListTagsForResource"): True,
-        ("access denied", "ListTagsForResource"): True,
+        ("not found", "DescribeTunnel"): updating
+        or _is_lookup(event, slot)
+        or event == "Delete after a rolled-back replacement",
+        ("access denied", "DescribeTunnel"): _is_lookup(event, slot),
         # A secret that is gone has nothing to restore.
         ("not found", "GetSecretValue"): deleting,
     }
     return "SUCCESS" if tolerated.get((kind.name, op), False) else "FAILED"
+
+
+def _is_lookup(event: str, slot: Slot) -> bool:
+    """Whether a DescribeTunnel looks for the tunnel an earlier delivery of the request opened
+    (in an Update, the first one reads the resource's own tunnel)."""
+    return event == "Create" or (event == "Update with replacement" and slot.occurrence > 0)
 
 
 def _send(world: World, stage: Stage, kind: FaultKind | None) -> Delivery | Rotated:

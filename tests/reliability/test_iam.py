@@ -14,8 +14,6 @@ from tests.cdk_helpers import Assembly, resolve, resources_of_type
 from tests.reliability.ledger import LEDGER
 from tests.test_construct import DOCUMENTED_PARLIAMENT_FINDINGS
 
-pytest_plugins = ["tests.synth_fixtures"]
-
 
 def test_every_synthesized_policy_passes_the_iam_linter(cli_assembly: Assembly) -> None:
     from parliament import analyze_policy_string

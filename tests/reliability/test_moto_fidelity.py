@@ -1,4 +1,4 @@
-"""The reliability package's fixes of moto (moto_fidelity.py) behave as Secrets Manager documents."""
+"""The rig's fixes of moto (moto_fidelity.py) behave as Secrets Manager documents."""
 
 from __future__ import annotations
 

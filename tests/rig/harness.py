@@ -21,7 +21,10 @@ from .cloudformation import LambdaContext, ResponseReceiver, event
 from .tunneling_emulator import TunnelingEmulator
 
 REGION = "us-east-1"
-OWNER = "arn:aws:cloudformation:us-east-1:123456789012:stack/demo-stack/owner"
+ACCOUNT = "123456789012"
+#: The access key id of the handler's credentials (its role), and of an administrator's.
+HANDLER_ACCESS_KEY, ADMIN_ACCESS_KEY = "testing", "admin"
+OWNER = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/demo-stack/owner"
 THING = "demo-device"
 #: The fields of the JSON document a token secret holds (DESIGN.md, "Secret value").
 SECRET_DOCUMENT_FIELDS = (
@@ -52,7 +55,7 @@ class Rig:
         return {
             "AWS_REGION": REGION,
             "AWS_DEFAULT_REGION": REGION,
-            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_ACCESS_KEY_ID": HANDLER_ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_SESSION_TOKEN": "testing",
             "AWS_ENDPOINT_URL_IOTSECURETUNNELING": self.tunnels.endpoint_url,
@@ -60,6 +63,17 @@ class Rig:
             "SSL_CERT_FILE": str(self.cloudformation.ca_file),
             "TUNNEL_OWNER": OWNER,
         }
+
+    def admin_tunnels(self) -> Any:
+        """A tunneling client of the account's administrator: the handler's IAM policy, which the
+        emulator enforces on the handler's access key, does not bind it."""
+        return boto3.client(
+            "iotsecuretunneling",
+            endpoint_url=self.tunnels.endpoint_url,
+            region_name=REGION,
+            aws_access_key_id=ADMIN_ACCESS_KEY,
+            aws_secret_access_key="admin",
+        )
 
     def stop(self) -> None:
         """Stop every stand-in."""
@@ -104,7 +118,20 @@ class Rig:
         """Deliver one event to ``handler``; returns the response CloudFormation received."""
         url = self.cloudformation.new_url()
         handler(event(request_type, url, properties, **event_fields), context or LambdaContext())
-        return self.cloudformation.response_for(url)
+        response = self.cloudformation.response_for(url)
+        if response["Status"] == "SUCCESS" and request_type != "Delete":
+            self.check_device_notified(str(response["PhysicalResourceId"]))
+        return response
+
+    def check_device_notified(self, tunnel_id: str) -> None:
+        """If the tunnel is OPEN, the last token AWS IoT published on its thing's notify topic is
+        its current destination token: the device can connect (tokens are compared, not shown)."""
+        state = self.tunnels.tunnel(tunnel_id)
+        if state is None or state["status"] != "OPEN":
+            return
+        thing = state["destinationConfig"]["thingName"]
+        notified = self.tunnels.last_notified_token(thing) == state["destinationAccessToken"]
+        assert notified, f"the device {thing} was not sent tunnel {tunnel_id}'s current destination token"
 
     def tunnel(self, tunnel_id: str) -> dict[str, Any]:
         """The emulator's state of a tunnel that must exist."""

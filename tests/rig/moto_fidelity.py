@@ -1,4 +1,4 @@
-"""Fidelity fixes of the Secrets Manager stand-in (moto 5.2.x), for the reliability matrices.
+"""Fidelity fixes of the Secrets Manager stand-in (moto 5.2.x), active for every test of the rig.
 
 - In Secrets Manager, PutSecretValue moves AWSCURRENT to the new version and AWSPREVIOUS to the
   version that was current. moto decides "the version that was current" from an internal

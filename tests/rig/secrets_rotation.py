@@ -12,7 +12,11 @@ configure the rotation function and rules if given; if a previous rotation is un
 (AWSPENDING on a version that is not AWSCURRENT), retry that one and answer
 InvalidRequestException; else add an empty version labelled AWSPENDING (id = ClientRequestToken)
 and invoke the function with createSecret, setSecret, testSecret and finishSecret, stopping at the
-first failure (recorded in :attr:`failures`, as Lambda would log it). The caller's boto3 client
+first failure (recorded in :attr:`failures`, as Lambda would log it). With ``RotateImmediately``
+false (CloudFormation's ``RotateImmediatelyOnUpdate: false``) it runs the configuration test
+instead: testSecret only, on an AWSPENDING version it adds and then removes. What that version
+holds is not documented, so :attr:`configuration_test_pending` chooses: nothing, or a copy of
+AWSCURRENT. The caller's boto3 client
 and the handler's own clients stay wire-level; only what AWS does between them is modelled. The
 steps run before RotateSecret answers, where AWS runs them after: tests need not poll.
 """
@@ -69,6 +73,8 @@ class SecretsManagerRotation:
     runs: dict[str, Run] = field(default_factory=dict)
     #: Handlers (execution environments) that serve the next RotateSecret calls, one call each.
     environments: list[Handler] = field(default_factory=list)
+    #: What the configuration test's AWSPENDING version holds: "empty" or "copy" of AWSCURRENT.
+    configuration_test_pending: str = "empty"
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Serve RotateSecret from this object until the test ends."""
@@ -113,15 +119,25 @@ class SecretsManagerRotation:
         if unfinished is not None:
             self._invoke(secret, unfinished, run, handler)
             raise InvalidRequestException(PREVIOUS_ROTATION)
+        secret.remove_version_stages_from_old_versions([PENDING])
+        secret.versions[version_id] = self._pending_version(secret, version_id, rotate_immediately)
         if rotate_immediately:
-            secret.remove_version_stages_from_old_versions([PENDING])
-            secret.versions[version_id] = {
-                "createdate": int(time.time()),
-                "version_id": version_id,
-                "version_stages": [PENDING],
-            }
             self._invoke(secret, version_id, run, handler)
+        else:
+            self._invoke(secret, version_id, run, handler, steps=("testSecret",))
+            del secret.versions[version_id]
         return json.dumps({"ARN": secret.arn, "Name": secret.name, "VersionId": version_id})
+
+    def _pending_version(self, secret: Any, version_id: str, rotate_immediately: bool) -> dict[str, Any]:
+        version: dict[str, Any] = {
+            "createdate": int(time.time()),
+            "version_id": version_id,
+            "version_stages": [PENDING],
+        }
+        if not rotate_immediately and self.configuration_test_pending == "copy":
+            current = next(d for d in secret.versions.values() if CURRENT in d["version_stages"])
+            version["secret_string"] = current.get("secret_string")
+        return version
 
     def step_event(self, secret_arn: str, version_id: str, step: str) -> dict[str, Any]:
         """The event Secrets Manager sends the function for one step."""
@@ -132,10 +148,12 @@ class SecretsManagerRotation:
             "RotationToken": str(uuid.uuid4()),
         }
 
-    def _invoke(self, secret: Any, version_id: str, run: Run, handler: Handler) -> None:
+    def _invoke(
+        self, secret: Any, version_id: str, run: Run, handler: Handler, steps: tuple[str, ...] = STEPS
+    ) -> None:
         if not self.run_steps:
             return
-        for step in STEPS:
+        for step in steps:
             event = self.step_event(secret.arn, version_id, step)
             self.invocations.append(event)
             run.steps.append(step)

@@ -46,6 +46,8 @@ from . import iam_reference
 from .iam_policy import Decision, evaluate
 
 JsonDict = dict[str, Any]
+# The caller's access key id in a SigV4 Authorization header (signatures are not checked).
+_ACCESS_KEY = re.compile(r"Credential=([^/,\s]+)/")
 Operation = Callable[[JsonDict], JsonDict]
 
 TARGET_PREFIX = "IoTSecuredTunneling"
@@ -286,7 +288,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         emulator = cast(_Server, self.server).emulator
-        status, payload = emulator.handle(self.headers.get("X-Amz-Target", ""), raw)
+        access_key = _ACCESS_KEY.search(self.headers.get("Authorization", ""))
+        status, payload = emulator.handle(
+            self.headers.get("X-Amz-Target", ""), raw, access_key.group(1) if access_key else None
+        )
         self._answer(status, payload)
 
     def do_GET(self) -> None:
@@ -369,6 +374,7 @@ class TunnelingEmulator:
         #: "topic", "payload"}``. Payloads hold destination tokens: never print them.
         self.notifications: list[JsonDict] = []
         self._policy: JsonDict | None = None
+        self._policy_key: str | None = None
         self._principal = f"arn:aws:sts::{self.account}:assumed-role/tunnel-handler/session"
         # The id of the next tunnel: OpenTunnel is authorized on its ARN before it is opened.
         self._next_id = str(uuid.uuid4())
@@ -513,6 +519,11 @@ class TunnelingEmulator:
         with self._lock:
             self._faults.append(_Fault(operation, code, status, message, times, after))
 
+    def clear_faults(self) -> None:
+        """Drop every injected fault that has not fired yet."""
+        with self._lock:
+            self._faults = []
+
     def deny_first(self, operation: str, times: int = 1) -> None:
         """Answer the next ``times`` calls of ``operation`` AccessDeniedException, as AWS answers a
         freshly created role or policy until IAM has propagated it (IAM user guide, troubleshooting:
@@ -524,8 +535,14 @@ class TunnelingEmulator:
             message = self._denial(operation, None, Decision.IMPLICIT_DENY)
         self.inject(operation, ACCESS_DENIED, message=message, times=times)
 
-    def enforce(self, policy_document: JsonDict | None, *, principal: str | None = None) -> None:
+    def enforce(
+        self, policy_document: JsonDict | None, *, principal: str | None = None, access_key: str | None = None
+    ) -> None:
         """Authorize every request against ``policy_document`` before serving it (None: allow all).
+
+        ``access_key``: the policy is the identity policy of the caller signing with that access
+        key id only (the handler's role); others are the account's administrators, who may do
+        anything (tests setting up state). None: every caller.
 
         As AWS does: action ``iot:<Operation>`` on each resource AWS authorizes for it, with a
         request context of only the condition keys that apply to the action on that resource
@@ -535,6 +552,7 @@ class TunnelingEmulator:
         """
         with self._lock:
             self._policy = copy.deepcopy(policy_document)
+            self._policy_key = access_key
             if principal is not None:
                 self._principal = principal
 
@@ -568,8 +586,9 @@ class TunnelingEmulator:
 
     # --- request handling ------------------------------------------------------------------
 
-    def handle(self, target: str, raw: bytes) -> tuple[int, JsonDict]:
-        """Serve one request: ``X-Amz-Target`` value and raw body in, status and JSON out."""
+    def handle(self, target: str, raw: bytes, access_key: str | None = None) -> tuple[int, JsonDict]:
+        """Serve one request: ``X-Amz-Target`` value, raw body and the signer's access key id in,
+        status and JSON out."""
         prefix, _, operation = target.partition(".")
         try:
             parsed = json.loads(raw or b"{}")
@@ -591,7 +610,8 @@ class TunnelingEmulator:
             with self._lock:
                 self._admit(operation)
                 self._sweep()
-                self._authorize(operation, body)
+                if self._policy_key is None or access_key == self._policy_key:
+                    self._authorize(operation, body)
                 return 200, self._operations[operation](body)
         except ApiError as error:
             return self._error(error)
