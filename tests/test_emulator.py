@@ -21,6 +21,7 @@ from mypy_boto3_iotsecuretunneling import IoTSecureTunnelingClient
 from mypy_boto3_iotsecuretunneling.literals import ClientModeType
 from mypy_boto3_iotsecuretunneling.type_defs import DestinationConfigTypeDef, TagTypeDef
 
+from tests.cdk_helpers import partition_arn
 from tests.rig.iam_policy import Decision, condition_holds, evaluate, handler_policy
 from tests.rig.tunneling_emulator import RETENTION_SECONDS, TunnelingEmulator
 
@@ -918,20 +919,7 @@ def test_evaluation_order_and_elements() -> None:
 def test_handler_policy_comes_from_a_template_with_intrinsics_resolved(
     emulator: TunnelingEmulator, client: Client
 ) -> None:
-    tunnels = {
-        "Fn::Join": [
-            "",
-            [
-                "arn:",
-                {"Ref": "AWS::Partition"},
-                ":iot:",
-                {"Ref": "AWS::Region"},
-                ":",
-                {"Ref": "AWS::AccountId"},
-                ":tunnel/*",
-            ],
-        ]
-    }
+    tunnels = partition_arn("iot", "tunnel/*")
     opening = {
         "Sid": "Open",
         "Effect": "Allow",

@@ -50,10 +50,10 @@ def test_all_problems_are_listed_and_the_reason_stays_short() -> None:
 
 
 def test_secret_arns_of_invalid_properties_keeps_only_arns() -> None:
-    assert secret_arns_of({"SourceAccessTokenSecretArn": SECRET, "DestinationAccessTokenSecretArn": 5}) == (
-        SECRET,
-    )
-    assert secret_arns_of("nonsense") == ()  # type: ignore[arg-type]
+    assert secret_arns_of({"SourceAccessTokenSecretArn": SECRET, "DestinationAccessTokenSecretArn": 5}) == {
+        "source": SECRET
+    }
+    assert secret_arns_of("nonsense") == {}  # type: ignore[arg-type]
 
 
 def test_error_classification() -> None:

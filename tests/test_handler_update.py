@@ -139,8 +139,25 @@ def test_rolled_back_replacement_gives_the_secrets_back_to_the_old_tunnel(rig: R
     assert rig.tunnels.open_tunnel_ids() == [old_id]
     assert rig.secret(rig.source_secret)["tunnelId"] == old_id
     assert rig.secret(rig.destination_secret)["tunnelId"] == old_id
-    assert _tokens(rig) == old_tokens
-    assert all(rig.tunnels.is_token_valid(t) for t in old_tokens)
+    source, destination = _tokens(rig)
+    assert source == old_tokens[0], "the source secret is moved back to the old tunnel's token"
+    # The device was last sent the deleted tunnel's token: it is sent a new token of the old
+    # tunnel (a DESTINATION rotation with the destination configuration), which the secret holds.
+    assert destination != old_tokens[1], "the destination secret holds the newly sent token"
+    assert rig.tunnels.is_token_valid(source) and rig.tunnels.is_token_valid(destination)
+    rig.check_device_notified(old_id)
+
+
+def test_rolled_back_replacement_without_a_destination_secret_still_renotifies_the_device(
+    rig: Rig, handler: Handler
+) -> None:
+    old_id, old = _create(rig, handler, Description="first", DestinationAccessTokenSecretArn=None)
+    new = {**old, "Description": "second"}
+    new_id = tunnel_id_of(rig.send(handler, "Update", new, physical_id=old_id, old_properties=old))
+    rig.send(handler, "Delete", new, physical_id=new_id)
+
+    assert rig.secret(rig.source_secret)["tunnelId"] == old_id
+    rig.check_device_notified(old_id)
 
 
 def test_rolled_back_replacement_by_swapped_update_keeps_secrets_on_the_live_tunnel(

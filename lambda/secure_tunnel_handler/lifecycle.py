@@ -106,23 +106,79 @@ class TunnelResource:
         properties = event.get("ResourceProperties", {})
         arns, things = secret_arns_of(properties), thing_names_of(properties)
         closing = self._pool.submit(self._tunnels.close, tunnel_id, things)
-        planning = [self._pool.submit(self._secrets.plan_restore, arn, tunnel_id) for arn in arns]
+        planning = {
+            mode: self._pool.submit(self._secrets.plan_restore, arn, tunnel_id) for mode, arn in arns.items()
+        }
         if not self._step("Closing the tunnel", closing.result):
             logger.info("Tunnel %s was already gone", tunnel_id)
-        plans = [p for p in (self._step("Restoring the token secrets", f.result) for f in planning) if p]
+        plans = {
+            mode: plan
+            for mode, future in planning.items()
+            if (plan := self._step("Restoring the token secrets", future.result))
+        }
         if plans:
-            self._step("Restoring the token secrets", self._restore, plans, things)
+            self._step("Restoring the token secrets", self._restore, plans, things, arns.get("destination"))
 
-    def _restore(self, plans: list[Restore], things: tuple[str, ...]) -> None:
+    def _restore(
+        self, plans: dict[str, Restore], things: tuple[str, ...], destination_arn: str | None
+    ) -> None:
+        """Give the secrets back to the tunnel their previous versions hold: the source secret
+        by moving AWSCURRENT back, the destination secret with a new destination token.
+
+        The device was last sent the deleted tunnel's token: only a DESTINATION rotation with the
+        destination configuration sends it the restored tunnel's, and that revokes the token the
+        destination secret's previous version holds. Without a plan for a destination secret that
+        still exists (it holds another tunnel), nothing is rotated: it would revoke its token.
+        """
         # Both secrets go back to one tunnel, and only to one that is still OPEN: checked once,
-        # so that the two secrets cannot see different answers.
-        targets = {plan.tunnel_id for plan in plans}
-        if len(targets) != 1 or not self._is_open(targets.pop(), things):
+        # so that the two secrets cannot see different answers. The source secret goes back by
+        # its previous version, if it has one.
+        source, destination = plans.get("source"), plans.get("destination")
+        targets = {plan.tunnel_id for plan in plans.values() if plan.tunnel_id}
+        target = self._tunnels.describe(targets.pop(), things) if len(targets) == 1 else None
+        if target is None or not target.is_open:
             logger.info(
                 "The secrets' previous versions do not hold one OPEN tunnel: secrets left as they are"
             )
             return
-        self._secrets.restore(plans)
+        written = {}
+        if destination is not None or destination_arn is None or self._secrets.is_gone(destination_arn):
+            written = self._send_new_destination_token(target, destination.arn if destination else None)
+        try:
+            self._secrets.restore([source] if source and source.previous_version else [])
+        except Exception:
+            # All or none: the secrets never hold tokens of two different tunnels.
+            _best_effort(lambda: self._secrets.undo(written))
+            raise
+
+    def _send_new_destination_token(self, tunnel: TunnelState, secret_arn: str | None) -> dict[str, str]:
+        """Send the device a new destination token of ``tunnel`` and write it into the
+        destination secret, if any; returns the secret ARN -> version id written."""
+        token = self._tunnels.renotify(tunnel)
+        logger.info("Tunnel %s: the device was sent a new destination token", tunnel.tunnel_id)
+        if secret_arn is None:
+            return {}
+        return {
+            secret_arn: self._secrets.put(secret_arn, self._secrets.document(tunnel, "destination", token))
+        }
+
+    def _renotify_the_winner(self, spec: TunnelSpec, winner: DuplicateDelivery) -> None:
+        """This delivery lost a race of two OpenTunnel calls of one request, and its own opening
+        sent the device a token of the tunnel it then closed. Send the device a token of the
+        winner's tunnel, after the winner's delivery wrote its destination secret (the new token
+        goes there too). Best effort: the resource is the winner's, whose delivery answers too."""
+        try:
+            arn = spec.destination_secret_arn
+            if arn and not self._secrets.await_current(arn, winner.tunnel_id):
+                logger.warning(
+                    "Tunnel %s's secrets were not written in time: device not re-notified", winner.tunnel_id
+                )
+                return
+            tunnel = self._tunnels.describe(winner.tunnel_id, (spec.thing_name,))
+            if tunnel is not None and tunnel.is_open:
+                self._send_new_destination_token(tunnel, arn)
+        except Exception:
+            logger.exception("Could not send the device a token of tunnel %s", winner.tunnel_id)
 
     def _open_and_publish(self, spec: TunnelSpec, request_id: str, report_id_on_failure: bool) -> Outcome:
         try:
@@ -133,6 +189,7 @@ class TunnelResource:
             )
             if report_id_on_failure:
                 self._announce(duplicate.tunnel_id)
+            self._renotify_the_winner(spec, duplicate)
             return Outcome(duplicate.tunnel_id, _attributes(duplicate.tunnel_id, duplicate.tunnel_arn))
         logger.info("Tunnel %s is open", tunnel.tunnel_id)
         if report_id_on_failure:
@@ -176,10 +233,6 @@ class TunnelResource:
                 "and did not write its tokens in time; nothing was changed here. Retry the stack update."
             )
         return Outcome(current.tunnel_id, _attributes(current.tunnel_id, current.tunnel_arn))
-
-    def _is_open(self, tunnel_id: str, things: tuple[str, ...]) -> bool:
-        state = self._tunnels.describe(tunnel_id, things)
-        return state is not None and state.is_open
 
     @staticmethod
     def _step(step: str, fn: Any, *args: Any) -> Any:

@@ -97,12 +97,17 @@ def parse_properties(raw: Mapping[str, Any]) -> TunnelSpec:
     return spec
 
 
-def secret_arns_of(raw: Mapping[str, Any]) -> tuple[str, ...]:
-    """The well-formed secret ARNs in possibly invalid properties (used on Delete)."""
+def secret_arns_of(raw: Mapping[str, Any]) -> dict[str, str]:
+    """The well-formed secret ARNs in possibly invalid properties, by client mode ("source",
+    "destination"; used on Delete)."""
     if not isinstance(raw, Mapping):
-        return ()
-    keys = ("SourceAccessTokenSecretArn", "DestinationAccessTokenSecretArn")
-    return tuple(v for k in keys if isinstance(v := raw.get(k), str) and SECRET_ARN_RE.fullmatch(v))
+        return {}
+    keys = {"source": "SourceAccessTokenSecretArn", "destination": "DestinationAccessTokenSecretArn"}
+    return {
+        mode: value
+        for mode, key in keys.items()
+        if isinstance(value := raw.get(key), str) and SECRET_ARN_RE.fullmatch(value)
+    }
 
 
 def thing_names_of(raw: Any) -> tuple[str, ...]:

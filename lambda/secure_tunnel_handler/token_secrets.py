@@ -20,12 +20,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from .errors import error_code
 from .properties import TunnelSpec
 from .retries import Retrier
-from .tunnels import IssuedTunnel
+from .tunnels import IssuedTunnel, TunnelState
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +54,14 @@ class PartialWriteError(Exception):
 
 @dataclass(frozen=True)
 class Restore:
-    """Moving a secret's AWSCURRENT label back to the version of its previous tunnel."""
+    """A secret that holds tokens of a tunnel being deleted, and what its previous version holds:
+    moving AWSCURRENT back to that version gives it the previous tunnel's token again."""
 
     arn: str
-    tunnel_id: str
-    previous_version: str
     current_version: str
+    #: The previous version's tunnel and version id (None: it holds no other tunnel's document).
+    tunnel_id: str | None
+    previous_version: str | None
 
 
 @dataclass(frozen=True)
@@ -85,16 +88,38 @@ class StoredTunnel:
 def secret_value(spec: TunnelSpec, tunnel: IssuedTunnel, mode: str, region: str) -> str:
     """The JSON document stored in a token secret (``mode``: source or destination)."""
     token = tunnel.tokens.source if mode == "source" else tunnel.tokens.destination
+    return token_document(
+        tunnel_id=tunnel.tunnel_id,
+        tunnel_arn=tunnel.tunnel_arn,
+        mode=mode,
+        token=token,
+        region=region,
+        destination=spec,
+        expires_at=tunnel.expires_at,
+    )
+
+
+def token_document(
+    *,
+    tunnel_id: str,
+    tunnel_arn: str,
+    mode: str,
+    token: str,
+    region: str,
+    destination: TunnelSpec | TunnelState,
+    expires_at: datetime,
+) -> str:
+    """The JSON document of one token of a tunnel to ``destination``'s thing and services."""
     return json.dumps(
         {
-            "tunnelId": tunnel.tunnel_id,
-            "tunnelArn": tunnel.tunnel_arn,
+            "tunnelId": tunnel_id,
+            "tunnelArn": tunnel_arn,
             "clientMode": mode,
             "accessToken": token,
             "region": region,
-            "thingName": spec.thing_name,
-            "services": list(spec.services),
-            "expiresAt": tunnel.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "thingName": destination.thing_name,
+            "services": list(destination.services),
+            "expiresAt": expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
     )
 
@@ -182,9 +207,40 @@ class TokenSecrets:
             stored = [self._version(arn, claim.write_token(arn)) for arn in spec.secret_arns]
             if all(s.version_id for s in stored):
                 return stored[0]
-            if self._clock() >= claim.until or self._retrier.expired():
+            if not self._may_wait(claim.until):
                 return None
-            self._sleep(_POLL_SECONDS)
+
+    def await_current(self, arn: str, tunnel_id: str) -> bool:
+        """Wait until the secret's AWSCURRENT holds tokens of ``tunnel_id`` (another delivery
+        writes them); False if it does not before this invocation's time is over."""
+        while self.stored(arn, CURRENT).tunnel_id != tunnel_id:
+            if not self._may_wait(float("inf")):
+                return False
+        return True
+
+    def document(self, tunnel: TunnelState, mode: str, token: str) -> str:
+        """The document of one token of a tunnel the handler did not just open (in this region)."""
+        return token_document(
+            tunnel_id=tunnel.tunnel_id,
+            tunnel_arn=tunnel.tunnel_arn,
+            mode=mode,
+            token=token,
+            region=self._region,
+            destination=tunnel,
+            expires_at=tunnel.expires_at,
+        )
+
+    def put(self, arn: str, value: str) -> str:
+        """Write ``value`` as the secret's new AWSCURRENT version; returns its version id."""
+        return self._put(arn, value, str(uuid.uuid4()))
+
+    def _may_wait(self, until: float) -> bool:
+        """Sleep one poll interval, unless ``until`` (epoch seconds) or this invocation's deadline
+        has come."""
+        if self._clock() >= until or self._retrier.expired():
+            return False
+        self._sleep(_POLL_SECONDS)
+        return True
 
     def _version(self, arn: str, version_id: str) -> StoredTunnel:
         try:
@@ -216,10 +272,13 @@ class TokenSecrets:
             raise
         return StoredTunnel(_tunnel_id_in(response.get("SecretString")), response.get("VersionId"))
 
+    def is_gone(self, arn: str) -> bool:
+        """Whether the secret is deleted or scheduled for deletion."""
+        return self.stored(arn, CURRENT).version_id is None
+
     def plan_restore(self, arn: str, closed_tunnel_id: str) -> Restore | None:
-        """How to give the secret back its previous tunnel, if it holds tokens of
-        ``closed_tunnel_id`` and its previous version those of another tunnel (a replacement
-        that CloudFormation rolled back). Reads only."""
+        """If the secret holds tokens of ``closed_tunnel_id``: what its previous version holds (after
+        a replacement that CloudFormation rolled back, the previous tunnel's token). Reads only."""
         # Both reads at once: Delete then costs one round trip beside CloseTunnel, not two.
         previous_read = self._pool.submit(self.stored, arn, PREVIOUS)
         current = self.stored(arn, CURRENT)
@@ -227,16 +286,17 @@ class TokenSecrets:
         if current.tunnel_id != closed_tunnel_id or current.version_id is None:
             return None
         if previous.tunnel_id in (None, closed_tunnel_id) or previous.version_id is None:
-            return None
-        return Restore(arn, str(previous.tunnel_id), previous.version_id, current.version_id)
+            return Restore(arn, current.version_id, None, None)
+        return Restore(arn, current.version_id, previous.tunnel_id, previous.version_id)
 
     def restore(self, plans: Sequence[Restore]) -> None:
-        """Carry out the plans, all or none: if one move fails, the moves already made are
-        undone, so that the secrets never hold tokens of two different tunnels."""
+        """Move each secret back to its previous version (plans that have one), all or none: if
+        one move fails, the moves already made are undone, so that the secrets never hold tokens
+        of two different tunnels."""
         done: list[Restore] = []
         try:
             for plan in plans:
-                self._move_current(plan.arn, plan.previous_version, plan.current_version)
+                self._move_current(plan.arn, str(plan.previous_version), plan.current_version)
                 done.append(plan)
                 logger.info("Secret %s holds tokens of tunnel %s again", plan.arn, plan.tunnel_id)
         except Exception:
@@ -246,7 +306,7 @@ class TokenSecrets:
     def _unrestore(self, done: Sequence[Restore]) -> None:
         for plan in reversed(done):
             try:
-                self._move_current(plan.arn, plan.current_version, plan.previous_version)
+                self._move_current(plan.arn, plan.current_version, str(plan.previous_version))
             except Exception:
                 logger.exception("Could not undo the restore of secret %s", plan.arn)
 

@@ -1,4 +1,21 @@
-"""The IoT Secure Tunneling calls of the handler, with retries and token hygiene."""
+"""The IoT Secure Tunneling calls of the handler, with retries and token hygiene.
+
+The permission model these calls live in (``constructs/.../handler_function.py``; sources in
+``docs/aws-semantics.md``):
+
+- Close, Describe and Rotate are allowed only on tunnels tagged ``iot-secure-tunnel:owner`` = the
+  handler's owner: IAM itself keeps the handler to its own tunnels. A tunnel of another owner is
+  *denied*, which a look-up reads as "not ours".
+- Tag and Untag honour no resource-tag condition for tunnels, so the policy cannot scope them:
+  the handler tags only a tunnel whose owner tag it has just read with DescribeTunnel (the
+  response carries the tags). ListTagsForResource is never called (nor allowed) for the same
+  reason.
+- A tunnel AWS deleted (some hours after it closed) has no tags left to match: Describe and
+  Close are then denied rather than not found, so a denial is checked against ListTunnels
+  (allowed on ``*``) before it counts as gone.
+- Every rotation that changes the destination token carries the destination configuration: only
+  then does AWS IoT publish the new token to the device.
+"""
 
 from __future__ import annotations
 
@@ -197,6 +214,20 @@ class TunnelService:
         request = {"tunnelId": tunnel.tunnel_id, "clientMode": "ALL", "destinationConfig": config}
         response = self._retrier.call(lambda: self._client.rotate_tunnel_access_token(**request))
         return self._issued(tunnel.tunnel_id, tunnel.tunnel_arn, tunnel.expires_at, response)
+
+    def renotify(self, tunnel: TunnelState) -> str:
+        """Send the device a new destination token: a DESTINATION rotation with the tunnel's
+        destination configuration makes AWS IoT publish it on the thing's notify topic. Revokes
+        the previous destination token (the source token stays valid); returns the new one."""
+        request = {
+            "tunnelId": tunnel.tunnel_id,
+            "clientMode": "DESTINATION",
+            "destinationConfig": destination_config_of(tunnel),
+        }
+        response = self._retrier.call(lambda: self._client.rotate_tunnel_access_token(**request))
+        token = str(response["destinationAccessToken"])
+        REDACTOR.remember(token)
+        return token
 
     def close(self, tunnel_id: str, things: Sequence[str] = ()) -> bool:
         """Close and delete the tunnel's data; False if it was already gone (see :meth:`describe`

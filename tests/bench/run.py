@@ -47,13 +47,13 @@ WHY: dict[str, dict[str, str]] = {
         "concurrent delivery that opened one first (the later one closes its own). Two sequential "
         "round trips, one on each side of OpenTunnel.",
     },
-    "ListTagsForResource": {
-        "": "the request id is only in a tunnel's tags, not in ListTunnels' summaries: each of the two "
-        "look-ups reads the tags of every OPEN tunnel of the thing with the same description, one "
-        "after another (after OpenTunnel, the new tunnel's own tags included). With k other such "
-        "tunnels that is 2k + 1 sequential round trips (the crowded Create).",
-    },
     "DescribeTunnel": {
+        "": "the request id is only in a tunnel's tags, not in ListTunnels' summaries: each of the two "
+        "look-ups describes every OPEN tunnel of the thing with the same description, one after "
+        "another (after OpenTunnel, the new tunnel included). DescribeTunnel, not "
+        "ListTagsForResource: for tunnels only DescribeTunnel honours the owner-tag condition the "
+        "handler's policy is scoped by (docs/aws-semantics.md). With k other such tunnels that is "
+        "2k + 1 sequential round trips (the crowded Create).",
         "Update": "before rotating, DescribeTunnel checks that the tunnel is still OPEN (what "
         "RotateTunnelAccessToken answers for a CLOSED tunnel is not documented, so the handler does "
         "not rely on an error code) and reads its description, lifetime, destination and tags to "
@@ -69,6 +69,12 @@ WHY: dict[str, dict[str, str]] = {
         "secrets can get back the tokens of the tunnel CloudFormation keeps (DESIGN.md, replacement "
         "and rollback). The two reads of a secret are sequential: two round trips where CloseTunnel "
         "needs one.",
+    },
+    "PutSecretValue": {
+        "Update": "an in-place Update first claims its request in the source secret (a version whose "
+        "ClientRequestToken derives from the request id): a second delivery of the same request "
+        "cannot claim it, rotates nothing and reports the first one's writes, so no secret is left "
+        "holding a token the other rotation revoked. One sequential round trip before the rotation.",
     },
     "TagResource": {"": "tags changed in place, in parallel with the secret writes."},
     "UntagResource": {"": "tags removed in place, in parallel with the secret writes."},

@@ -102,10 +102,12 @@ PENDING_STAGE = (("VersionStage", "AWSPENDING"),)
 STEPS = {
     "ListTunnels": ("Opening the tunnel",),
     "OpenTunnel": ("Opening the tunnel",),
-    "PutSecretValue": ("Writing the token secrets", "Claiming the update"),
+    # Restoring: after a rolled-back replacement, the destination secret gets a new token.
+    "PutSecretValue": ("Writing the token secrets", "Claiming the update", "Restoring the token secrets"),
     # Opening: the look-up of the tunnel an earlier delivery of the request opened.
     "DescribeTunnel": ("Reading the tunnel", "Restoring the token secrets", "Opening the tunnel"),
-    "RotateTunnelAccessToken": ("Rotating the access tokens",),
+    # Restoring: the device is sent a new destination token of the tunnel the secrets go back to.
+    "RotateTunnelAccessToken": ("Rotating the access tokens", "Restoring the token secrets"),
     "TagResource": ("Updating the tunnel's tags",),
     "UntagResource": ("Updating the tunnel's tags",),
     "CloseTunnel": ("Closing the tunnel",),
