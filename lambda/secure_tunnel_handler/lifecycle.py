@@ -279,6 +279,10 @@ def _replacement_reason(current: TunnelState | None, spec: TunnelSpec) -> str | 
         return "Description changed"
     if current.max_lifetime_minutes != spec.max_lifetime_minutes:
         return "TimeoutConfig changed"
+    if current.binding != spec.binding:
+        # A tunnel's tokens go only to the secrets it was opened for (and a tunnel opened before
+        # tunnels were bound has none): other secrets get a tunnel of their own.
+        return "its token secrets are not the ones it was opened for"
     return None
 
 

@@ -6,6 +6,7 @@ Limits are those of the IoT Secure Tunneling API (botocore model ``iotsecuretunn
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -14,9 +15,16 @@ from typing import Any
 
 OWNER_TAG = "iot-secure-tunnel:owner"
 REQUEST_TAG = "iot-secure-tunnel:request-id"
+#: The secrets a tunnel is bound to: its tokens go into no other (tag value: binding_of).
+SECRET_TAGS = {
+    "source": "iot-secure-tunnel:source-secret",
+    "destination": "iot-secure-tunnel:destination-secret",
+}
 RESERVED_TAG_PREFIXES = ("aws:", "iot-secure-tunnel:")
-# The API takes at most 200 tags; the handler adds its two own.
-MAX_USER_TAGS = 198
+# The API takes at most 200 tags; the handler adds its four own.
+MAX_USER_TAGS = 196
+# The API's longest tag value.
+MAX_TAG_VALUE = 256
 MAX_SERVICES = 3
 DEFAULT_LIFETIME_MINUTES = 720
 
@@ -63,6 +71,12 @@ class TunnelSpec:
     def secret_arns(self) -> tuple[str, ...]:
         """The secrets this resource writes, source first."""
         return tuple(a for a in (self.source_secret_arn, self.destination_secret_arn) if a)
+
+    @property
+    def binding(self) -> dict[str, str]:
+        """The tags that bind a tunnel to this resource's secrets (see :data:`SECRET_TAGS`)."""
+        arns = {"source": self.source_secret_arn, "destination": self.destination_secret_arn}
+        return {SECRET_TAGS[mode]: binding_of(arn) for mode, arn in arns.items() if arn}
 
 
 def parse_properties(raw: Mapping[str, Any]) -> TunnelSpec:
@@ -121,6 +135,15 @@ def canonical_secret_arn(arn: str) -> str:
     """The secret's ARN without the 6 random characters Secrets Manager appends to its name
     (``-AbCdEf``), so that a full and a partial ARN of one secret compare equal."""
     return SECRET_ARN_SUFFIX_RE.sub("", arn)
+
+
+def binding_of(secret_arn: str) -> str:
+    """The tag value that binds a tunnel to a secret: the secret's canonical ARN, or
+    ``sha256:<hex>`` of it when the ARN is longer than a tag value."""
+    canonical = canonical_secret_arn(secret_arn)
+    if len(canonical) <= MAX_TAG_VALUE:
+        return canonical
+    return f"sha256:{hashlib.sha256(canonical.encode()).hexdigest()}"
 
 
 def same_secret(a: str, b: str) -> bool:
@@ -204,7 +227,7 @@ def _tag_problem(tag: Any) -> str | None:
         return "Key must be 1-128 letters, digits, spaces or _.:/=+-@"
     if key.lower().startswith(RESERVED_TAG_PREFIXES):
         return f"Key must not start with {' or '.join(RESERVED_TAG_PREFIXES)} (reserved)"
-    if not isinstance(val, str) or len(val) > 256 or not _is_tag_text(val):
+    if not isinstance(val, str) or len(val) > MAX_TAG_VALUE or not _is_tag_text(val):
         return "Value must be 0-256 letters, digits, spaces or _.:/=+-@"
     return None
 

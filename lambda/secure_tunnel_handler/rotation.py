@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from .errors import error_code, explain
+from .properties import SECRET_TAGS, binding_of
 from .redaction import REDACTOR
 from .retries import Retrier
 from .tunnels import TunnelService, TunnelState, destination_config_of
@@ -45,6 +46,13 @@ CLIENT_MODES = {
 NEW_TUNNEL_ADVICE = (
     "A closed tunnel can never be reopened or rotated: update the stack to open a new tunnel "
     "(e.g. change the resource's RotationTrigger); the secret then holds the new tunnel's token."
+)
+
+
+#: How a tunnel opened before tunnels were bound to their secrets gets a binding.
+UNBOUND_TUNNEL_ADVICE = (
+    "The tunnel was opened before tunnels were bound to their secrets: update the stack (e.g. change "
+    "the resource's RotationTrigger) to open one that is bound; then rotate the secret again."
 )
 
 
@@ -161,6 +169,7 @@ class TokenRotation:
         self._owner = owner
         self._now = now
         self._region = str(tunnels_client.meta.region_name)
+        self._secret_arn = ""  # set by run(), from DescribeSecret
 
     def run(self, event: RotationStep) -> None:
         """Check that the version is being rotated, then run its step; AWS errors become RotationError."""
@@ -306,6 +315,8 @@ class TokenRotation:
     def _stages_of(self, event: RotationStep) -> list[str]:
         """The version's staging labels, after the checks every step makes."""
         metadata = self._retrier.call(lambda: self._secrets.describe_secret(SecretId=event.secret_id))
+        # The secret's full ARN, whatever the event named it by: what a tunnel is bound to.
+        self._secret_arn = str(metadata.get("ARN") or event.secret_id)
         if not (metadata.get("RotationEnabled") or metadata.get("RotationLambdaARN")):
             raise RotationError(f"Secret {event.secret_id} is not configured for rotation")
         stages = metadata.get("VersionIdsToStages", {}).get(event.version_id)
@@ -386,17 +397,31 @@ class TokenRotation:
                 f"Tunnel {tunnel_id} was not opened by this function's stack, so its tokens are not "
                 "rotated here; nothing was changed"
             )
+        # Nor may a secret that merely names the tunnel receive its tokens: only a secret the
+        # tunnel was opened for (bound at OpenTunnel, in tags the handler's role cannot change).
+        bound = state.tags.get(SECRET_TAGS[current.client_mode])
+        if bound != binding_of(self._secret_arn):
+            self._refuse(
+                event,
+                f"Secret {event.secret_id} is not the {current.client_mode} secret tunnel {tunnel_id} "
+                "was opened for, so the tunnel's tokens are not rotated into it",
+                advice=UNBOUND_TUNNEL_ADVICE if bound is None else "",
+            )
         return state
 
     def _refuse_closed(self, event: RotationStep, why: str) -> NoReturn:
-        """createSecret of a closed tunnel: drop the AWSPENDING label RotateSecret gave the empty
-        version, so that the next rotation after a stack update is not refused as "previous
-        rotation isn't complete", and say how to get a new tunnel."""
+        """createSecret of a closed tunnel: say how to get a new one (see :meth:`_refuse`)."""
+        self._refuse(event, why, advice=NEW_TUNNEL_ADVICE)
+
+    def _refuse(self, event: RotationStep, why: str, *, advice: str) -> NoReturn:
+        """Refuse createSecret: drop the AWSPENDING label RotateSecret gave the empty version, so
+        that the next rotation (after a stack update) is not refused as "previous rotation isn't
+        complete", and say why."""
         try:
             self._drop_pending(event)
         except Exception:
             logger.exception("Could not remove AWSPENDING from version %s", event.version_id)
-        raise RotationError(f"{why}; nothing was changed. {NEW_TUNNEL_ADVICE}")
+        raise RotationError(f"{why}; nothing was changed. {advice}".rstrip())
 
     def _closed(self, tunnel_id: str, state: TunnelState | None) -> str:
         """Why a tunnel cannot be rotated, in words an operator can act on."""

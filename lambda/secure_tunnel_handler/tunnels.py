@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from .errors import HandlerError, error_code
-from .properties import OWNER_TAG, REQUEST_TAG, TunnelSpec
+from .properties import OWNER_TAG, REQUEST_TAG, SECRET_TAGS, TunnelSpec
 from .redaction import REDACTOR
 from .retries import Retrier, is_access_denied, is_throttling, is_transient
 
@@ -63,6 +63,11 @@ class TunnelState:
     def expires_at(self) -> datetime:
         """When the service closes the tunnel (rotation does not extend it)."""
         return self.created_at + timedelta(minutes=self.max_lifetime_minutes)
+
+    @property
+    def binding(self) -> dict[str, str]:
+        """The tags that bind the tunnel to its secrets (none: opened before tunnels were bound)."""
+        return {tag: self.tags[tag] for tag in SECRET_TAGS.values() if tag in self.tags}
 
     @property
     def user_tags(self) -> dict[str, str]:
@@ -307,8 +312,8 @@ def _first(tunnels: list[TunnelState]) -> TunnelState | None:
 
 
 def _open_request(spec: TunnelSpec, owner: str, request_id: str) -> dict[str, Any]:
-    tags = [{"key": k, "value": v} for k, v in spec.tags]
-    tags += [{"key": OWNER_TAG, "value": owner}, {"key": REQUEST_TAG, "value": request_id}]
+    own = {OWNER_TAG: owner, REQUEST_TAG: request_id, **spec.binding}
+    tags = [{"key": k, "value": v} for k, v in (*spec.tags, *own.items())]
     request: dict[str, Any] = {
         "destinationConfig": _destination(spec),
         "timeoutConfig": {"maxLifetimeTimeoutMinutes": spec.max_lifetime_minutes},

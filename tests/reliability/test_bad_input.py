@@ -272,7 +272,7 @@ def _tag_text(min_size: int, max_size: int) -> st.SearchStrategy[str]:
 
 
 tag_keys = _tag_text(1, 128).filter(lambda k: not k.lower().startswith(RESERVED_PREFIXES))
-valid_tags = st.lists(st.tuples(tag_keys, _tag_text(0, 256)), max_size=198, unique_by=lambda kv: kv[0]).map(
+valid_tags = st.lists(st.tuples(tag_keys, _tag_text(0, 256)), max_size=196, unique_by=lambda kv: kv[0]).map(
     lambda kvs: [{"Key": k, "Value": v} for k, v in kvs]
 )
 names = st.from_regex(r"[a-zA-Z0-9:_-]{1,128}", fullmatch=True)
