@@ -7,8 +7,9 @@ distinct app is synthesized once per session:
   feature flags, cdk-nag, local bundling): what a user gets.
 - ``in_process_assembly``: a second, independent synth of the same app (``app.build_app``) into
   another directory, in this process: the asset hash must be the same.
-- ``construct_synth``: construct-level stacks (minimal, every option, token arguments) in one
-  app with cdk-nag, bundling skipped (``aws:cdk:bundling-stacks: []``).
+- ``construct_synth``: construct-level stacks (minimal, every option, token arguments, operator
+  options, a provider narrowed to thing groups) in one app with cdk-nag, bundling skipped
+  (``aws:cdk:bundling-stacks: []``).
 
 tests/conftest.py makes them fixtures of every test module (the rig enforces the provider's
 synthesized IAM policy); the helpers that read what the fixtures return are in
@@ -29,6 +30,11 @@ from tests.cdk_helpers import CDK_CLI, REPO_ROOT, Assembly, ConstructSynth, cdk_
 
 #: The certificate the ``Operator`` stack attaches the device policy to.
 DEVICE_CERTIFICATE_ARN = f"arn:aws:iot:eu-west-1:123456789012:cert/{'0123456789abcdef' * 4}"
+#: The thing groups the ``NarrowProvider`` stack limits its tunnels to (a name and a pattern).
+THING_GROUP_ARNS = (
+    "arn:aws:iot:eu-west-1:123456789012:thinggroup/field-gateways",
+    "arn:aws:iot:eu-west-1:123456789012:thinggroup/lab-*",
+)
 
 
 def _timed_run(command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, str, float]:
@@ -70,7 +76,7 @@ def in_process_assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
 
 @pytest.fixture(scope="session")
 def construct_synth(tmp_path_factory: pytest.TempPathFactory) -> ConstructSynth:
-    """Four stacks in one app with cdk-nag, bundling skipped, synthesized once.
+    """Five stacks in one app with cdk-nag, bundling skipped, synthesized once.
 
     - ``Minimal``: a CfnThing and a SecureTunnel with only the required arguments.
     - ``Full``: every argument (customer managed key, tags, lifetime, description, rotation
@@ -79,6 +85,8 @@ def construct_synth(tmp_path_factory: pytest.TempPathFactory) -> ConstructSynth:
     - ``Tokens``: every argument a CloudFormation parameter (not validated at synth).
     - ``Operator``: the device notify policy attached to a certificate and an on-call role
       allowed to rotate the source token.
+    - ``NarrowProvider``: the provider stack with ``thing_group_arns`` (the app's provider has
+      none).
     """
     import aws_cdk as cdk
     from aws_cdk import aws_iam as iam
@@ -87,6 +95,7 @@ def construct_synth(tmp_path_factory: pytest.TempPathFactory) -> ConstructSynth:
     from cdk_nag import AwsSolutionsChecks
 
     from cdk_iot_secure_tunnel import SecureTunnel, SecureTunnelHandler
+    from cdk_iot_secure_tunnel.provider_stack import SecureTunnelProviderStack
 
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     outdir = tmp_path_factory.mktemp("constructs") / "cdk.out"
@@ -201,6 +210,10 @@ def construct_synth(tmp_path_factory: pytest.TempPathFactory) -> ConstructSynth:
         "Operator.OnCallPolicy": on_call.node.find_child("DefaultPolicy"),
     }.items():
         logical_id(label, construct)
+
+    narrow = SecureTunnelProviderStack(app, "NarrowProvider", thing_group_arns=THING_GROUP_ARNS)
+    logical_id("NarrowProvider.Policy", narrow.handler.role.node.find_child("DefaultPolicy"))
+    logical_id("NarrowProvider.LogGroup", narrow.handler.log_group)
 
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     error = None

@@ -51,6 +51,15 @@ def normalized(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return _sorted(result)
 
 
+#: What the handler does with its token secrets.
+SECRET_ACTIONS = (
+    "secretsmanager:DescribeSecret",
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:UpdateSecretVersionStage",
+)
+
+
 def handler_statements(
     things: list[Any], log_group: str, keys: list[str] | None = None, owned_secrets: bool = True
 ) -> list[dict[str, Any]]:
@@ -104,12 +113,7 @@ def handler_statements(
             {
                 "Sid": "WriteTheTokenSecretsOfThisStack",
                 "Effect": "Allow",
-                "Action": [
-                    "secretsmanager:DescribeSecret",
-                    "secretsmanager:GetSecretValue",
-                    "secretsmanager:PutSecretValue",
-                    "secretsmanager:UpdateSecretVersionStage",
-                ],
+                "Action": list(SECRET_ACTIONS),
                 "Resource": partition_arn("secretsmanager", "secret:*"),
                 "Condition": {"StringEquals": {"aws:ResourceTag/iot-secure-tunnel:owner": OWNER}},
             }
@@ -143,6 +147,7 @@ def test_minimal_stack_has_exactly_the_expected_resources(construct_synth: Const
         "AWS::SecretsManager::Secret": 2,
         # On-demand rotation of each token secret by the handler (no schedule by default).
         "AWS::SecretsManager::RotationSchedule": 2,
+        # Secrets Manager may invoke the handler (for secrets of this account).
         "AWS::Lambda::Permission": 1,
         RESOURCE_TYPE: 1,
         "AWS::Lambda::Function": 1,

@@ -1,5 +1,6 @@
 """SecureTunnel's operator options: Secrets Manager rotation of the token secrets (on demand
-only), the device's tunnel notification policy, the rotate grant."""
+only, and by Secrets Manager only for the secrets each permission names), the device's tunnel
+notification policy, the rotate grant."""
 
 from __future__ import annotations
 
@@ -20,13 +21,27 @@ def _schedules(template: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _every_schedule(*assemblies: Assembly) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    """(template, rotation schedule) of every synthesized template."""
+def _every_template(*assemblies: Assembly) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(stack, template) of every synthesized template."""
     for assembly in assemblies:
         for stack in (p.name.removesuffix(".template.json") for p in assembly.template_paths()):
-            template = assembly.template(stack)
-            for schedule in resources_of_type(template, "AWS::SecretsManager::RotationSchedule").values():
-                yield template, schedule
+            yield stack, assembly.template(stack)
+
+
+def _every_schedule(*assemblies: Assembly) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(template, rotation schedule) of every synthesized template."""
+    for _, template in _every_template(*assemblies):
+        for schedule in resources_of_type(template, "AWS::SecretsManager::RotationSchedule").values():
+            yield template, schedule
+
+
+def _rotation_permissions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The template's invoke permissions for Secrets Manager, by logical id."""
+    return {
+        logical_id: permission["Properties"]
+        for logical_id, permission in resources_of_type(template, "AWS::Lambda::Permission").items()
+        if permission["Properties"]["Principal"] == "secretsmanager.amazonaws.com"
+    }
 
 
 @pytest.mark.parametrize("stack", ["Minimal", "Operator"])
@@ -70,11 +85,32 @@ def test_every_rotation_schedule_waits_for_the_invoke_permission(
     for template, schedule in found:
         (permission,) = [
             logical_id
-            for logical_id, p in resources_of_type(template, "AWS::Lambda::Permission").items()
-            if p["Properties"]["Principal"] == "secretsmanager.amazonaws.com"
-            and p["Properties"]["FunctionName"] == schedule["Properties"]["RotationLambdaARN"]
+            for logical_id, p in _rotation_permissions(template).items()
+            if p["FunctionName"] == schedule["Properties"]["RotationLambdaARN"]
         ]
         assert permission in schedule["DependsOn"], schedule
+
+
+def test_every_secrets_manager_permission_is_for_this_account_and_the_providers_for_its_prefix(
+    construct_synth: ConstructSynth, cli_assembly: Assembly
+) -> None:
+    """SourceAccount everywhere (no other account's secret may use the handler); the provider's
+    also names the secrets of its prefix. A stack's names no secret: one statement per secret
+    would outgrow Lambda's 20 KB function policy at about 19 tunnels (the binding check in the
+    handler keeps other secrets from drawing a tunnel's tokens: tests/test_binding.py)."""
+    checked = 0
+    for stack, template in _every_template(construct_synth.assembly, cli_assembly):
+        permissions = _rotation_permissions(template)
+        assert all(p["SourceAccount"] == {"Ref": "AWS::AccountId"} for p in permissions.values()), stack
+        if resources_of_type(template, "AWS::SecretsManager::Secret"):
+            assert len(permissions) == 1 and all("SourceArn" not in p for p in permissions.values()), stack
+        else:
+            assert all("secret:iot-secure-tunnel/*" in str(p["SourceArn"]) for p in permissions.values()), (
+                stack
+            )
+        checked += len(permissions)
+    # Minimal, Full, Tokens, Operator and the demo: one each; the app's provider and the narrowed one.
+    assert checked == 7
 
 
 def test_every_token_secret_acknowledges_on_demand_rotation(construct_synth: ConstructSynth) -> None:
@@ -103,15 +139,19 @@ def test_every_token_secret_acknowledges_on_demand_rotation(construct_synth: Con
     assert acknowledged == secrets
 
 
-def test_secrets_manager_may_invoke_the_handler_of_this_account_only(construct_synth: ConstructSynth) -> None:
+def test_secrets_manager_may_invoke_the_handler_for_secrets_of_this_account(
+    construct_synth: ConstructSynth,
+) -> None:
     template = construct_synth.template("Minimal")
-    (permission,) = resources_of_type(template, "AWS::Lambda::Permission").values()
-    assert permission["Properties"] == {
-        "Action": "lambda:InvokeFunction",
-        "FunctionName": {"Fn::GetAtt": [construct_synth.id("Minimal.Function"), "Arn"]},
-        "Principal": "secretsmanager.amazonaws.com",
-        "SourceAccount": {"Ref": "AWS::AccountId"},
-    }
+    permissions = resources_of_type(template, "AWS::Lambda::Permission").values()
+    assert [p["Properties"] for p in permissions] == [
+        {
+            "Action": "lambda:InvokeFunction",
+            "FunctionName": {"Fn::GetAtt": [construct_synth.id("Minimal.Function"), "Arn"]},
+            "Principal": "secretsmanager.amazonaws.com",
+            "SourceAccount": {"Ref": "AWS::AccountId"},
+        }
+    ]
 
 
 def test_no_device_policy_unless_asked(construct_synth: ConstructSynth) -> None:

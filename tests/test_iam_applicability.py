@@ -123,6 +123,19 @@ def test_condition_keys_of_the_construct_stacks_apply(construct_synth: Construct
     assert not findings, "condition keys that no request carries:\n" + "\n".join(findings)
 
 
+def test_the_construct_stacks_include_the_thing_group_narrowing(construct_synth: ConstructSynth) -> None:
+    """The provider's optional iot:ThingGroupArn condition is among the statements checked above."""
+    template = construct_synth.template("NarrowProvider")
+    narrowed = {
+        statement["Sid"]
+        for _, document in policy_documents(template)
+        for statement in statements(document)
+        if "iot:ThingGroupArn" in statement.get("Condition", {}).get("ForAnyValue:ArnLike", {})
+    }
+
+    assert narrowed == {"OpenTunnelsTaggedWithThisStack", "RotateTunnelsOfTheWiredThings"}
+
+
 # --- the checker itself, on hand-written statements ----------------------------------------------
 
 
@@ -188,6 +201,26 @@ def test_checker_accepts_keys_that_apply() -> None:
     ]
 
     assert [f for statement in good for f in statement_findings(statement)] == []
+
+
+def test_checker_knows_which_tunnel_actions_carry_the_thing_group() -> None:
+    thing = f"arn:aws:iot:{FAKE_REGION}:{FAKE_ACCOUNT}:thing/device-*"
+    statement = {
+        "Effect": "Allow",
+        "Action": ["iot:OpenTunnel", "iot:RotateTunnelAccessToken", "iot:DescribeTunnel", "iot:CloseTunnel"],
+        "Resource": [TUNNELS, thing],
+        "Condition": {"ForAnyValue:ArnLike": {"iot:ThingGroupArn": "arn:aws:iot:*:*:thinggroup/g"}},
+    }
+
+    findings = statement_findings(statement)
+
+    # OpenTunnel and RotateTunnelAccessToken carry it; DescribeTunnel and CloseTunnel do not.
+    assert sorted(f.split(": condition")[0] for f in findings) == [
+        f"iot:CloseTunnel on {thing}",
+        f"iot:CloseTunnel on {TUNNELS}",
+        f"iot:DescribeTunnel on {thing}",
+        f"iot:DescribeTunnel on {TUNNELS}",
+    ]
 
 
 def test_checker_reports_unknown_and_wildcard_actions() -> None:

@@ -1,6 +1,6 @@
-"""Synth-time validation of SecureTunnel arguments: each bad value fails with a ValueError (or a
-TypeError for a wrong type) whose message names the argument and the allowed values; good
-values at the limits pass; unresolved tokens are left to the handler."""
+"""Synth-time validation of SecureTunnel (and SecureTunnelProviderStack) arguments: each bad
+value fails with a ValueError (or a TypeError for a wrong type) whose message names the argument
+and the allowed values; good values at the limits pass; unresolved tokens are left to the handler."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_iot as iot
 from aws_cdk import aws_kms as kms
+from aws_cdk.assertions import Template
 
 from cdk_iot_secure_tunnel import SecureTunnel
+from cdk_iot_secure_tunnel.provider_stack import SecureTunnelProviderStack
 from cdk_iot_secure_tunnel.validation import has_control_character
 
 
@@ -61,7 +63,11 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("lifetime-2-days", {"max_lifetime": cdk.Duration.days(2)}, "from 1 minute to 12 hours"),
     ("lifetime-90-seconds", {"max_lifetime": cdk.Duration.seconds(90)}, "whole minutes"),
     ("lifetime-an-int", {"max_lifetime": 60}, "a Duration"),
-    ("tags-199", {"tags": {f"k{i}": "v" for i in range(199)}}, "at most 198 tags"),
+    (
+        "tags-197",
+        {"tags": {f"k{i}": "v" for i in range(197)}},
+        "at most 196 tags (the handler adds 4 of the API's 200)",
+    ),
     ("tags-empty-key", {"tags": {"": "v"}}, "keys are 1-128"),
     ("tags-long-key", {"tags": {"k" * 129: "v"}}, "keys are 1-128"),
     ("tags-bad-key-char", {"tags": {"team#1": "v"}}, "letters, digits, spaces or _.:/=+-@"),
@@ -132,7 +138,7 @@ GOOD_VALUES: list[tuple[str, dict[str, Any]]] = [
     ("lifetime-60-seconds", {"max_lifetime": cdk.Duration.seconds(60)}),
     ("lifetime-12-hours", {"max_lifetime": cdk.Duration.hours(12)}),
     ("lifetime-720-minutes", {"max_lifetime": cdk.Duration.minutes(720)}),
-    ("tags-198", {"tags": {f"k{i}": "v" for i in range(198)}}),
+    ("tags-196", {"tags": {f"k{i}": "v" for i in range(196)}}),
     ("tags-limits", {"tags": {"k" * 128: "v" * 256, "empty": "", "Grüße": "a b_.:/=+-@"}}),
     ("rotation-trigger", {"rotation_trigger": "2024-06-01T00:00:00Z"}),
     ("no-destination-secret", {"create_destination_secret": False}),
@@ -216,3 +222,84 @@ def test_a_token_lifetime_must_be_in_minutes() -> None:
 )
 def test_control_characters_are_unicode_category_c(text: str, expected: bool) -> None:
     assert has_control_character(text) is expected
+
+
+# --------------------------------------------------------------------------- the provider stack
+
+GROUP_PREFIX = "arn:aws:iot:eu-west-1:123456789012:thinggroup/"
+GROUP_RULE = (
+    "a non-empty list of IoT thing group ARNs, arn:<partition>:iot:<region>:<account>:thinggroup/<name>"
+)
+
+BAD_THING_GROUP_ARNS: list[tuple[str, Any]] = [
+    ("empty", []),
+    ("a-string", f"{GROUP_PREFIX}gateways"),
+    ("thing", ["arn:aws:iot:eu-west-1:123456789012:thing/gateway-1"]),
+    ("no-name", [GROUP_PREFIX]),
+    ("space", [f"{GROUP_PREFIX}field gateways"]),
+    ("slash", [f"{GROUP_PREFIX}site/gateways"]),
+    ("129-chars", [f"{GROUP_PREFIX}{'g' * 129}"]),
+    ("no-account", ["arn:aws:iot:eu-west-1::thinggroup/gateways"]),
+    ("no-region", ["arn:aws:iot::123456789012:thinggroup/gateways"]),
+    ("wildcard-account", ["arn:aws:iot:eu-west-1:*:thinggroup/gateways"]),
+    ("other-service", ["arn:aws:iam::123456789012:group/gateways"]),
+    ("name-only", ["gateways"]),
+    ("one-bad-of-two", [f"{GROUP_PREFIX}gateways", "gateways"]),
+    ("not-text", [42]),
+]
+
+
+@pytest.mark.parametrize(
+    "thing_group_arns", [c[1] for c in BAD_THING_GROUP_ARNS], ids=[c[0] for c in BAD_THING_GROUP_ARNS]
+)
+def test_bad_thing_group_arns_fail_at_synth_naming_the_argument(thing_group_arns: Any) -> None:
+    app = cdk.App(context={"aws:cdk:bundling-stacks": []})
+    with pytest.raises(
+        ValueError, match=re.escape("SecureTunnelProviderStack argument 'thing_group_arns' must be")
+    ) as bad:
+        SecureTunnelProviderStack(app, "Provider", thing_group_arns=thing_group_arns)
+    assert GROUP_RULE in str(bad.value)
+    assert app.node.try_find_child("Provider") is None, "a rejected provider must add nothing to the app"
+
+
+GOOD_THING_GROUP_ARNS: list[tuple[str, Any]] = [
+    ("one", [f"{GROUP_PREFIX}gateways"]),
+    ("pattern", [f"{GROUP_PREFIX}lab-*", f"{GROUP_PREFIX}site-?"]),
+    ("128-chars-and-all-allowed", (f"{GROUP_PREFIX}{'g' * 120}Site_1:-",)),
+    (
+        "other-partitions",
+        [
+            "arn:aws-cn:iot:cn-north-1:123456789012:thinggroup/g",
+            "arn:aws-us-gov:iot:us-gov-west-1:123456789012:thinggroup/g",
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "thing_group_arns", [c[1] for c in GOOD_THING_GROUP_ARNS], ids=[c[0] for c in GOOD_THING_GROUP_ARNS]
+)
+def test_thing_group_arns_at_the_limits_are_accepted(thing_group_arns: Any) -> None:
+    app = cdk.App(context={"aws:cdk:bundling-stacks": []})
+    provider = SecureTunnelProviderStack(app, "Provider", thing_group_arns=thing_group_arns)
+    assert list(thing_group_arns) == _group_condition(provider)
+
+
+def test_thing_group_arn_tokens_are_not_validated_at_synth() -> None:
+    app = cdk.App(context={"aws:cdk:bundling-stacks": []})
+    scratch = cdk.Stack(app, "Scratch")
+    groups = cdk.CfnParameter(scratch, "Groups", type="CommaDelimitedList").value_as_list
+    one = cdk.CfnParameter(scratch, "Group", type="String").value_as_string
+    for index, arns in enumerate((groups, [one, f"{GROUP_PREFIX}gateways"])):
+        assert SecureTunnelProviderStack(app, f"Provider{index}", thing_group_arns=arns).handler
+
+
+def _group_condition(provider: SecureTunnelProviderStack) -> Any:
+    template = Template.from_stack(provider).to_json()
+    (policy,) = (r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Policy")
+    (open_tunnel,) = (
+        s
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        if s.get("Sid") == "OpenTunnelsTaggedWithThisStack"
+    )
+    return open_tunnel["Condition"]["ForAnyValue:ArnLike"]["iot:ThingGroupArn"]

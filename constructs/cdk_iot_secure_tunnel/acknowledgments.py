@@ -8,6 +8,8 @@ The library needs no cdk-nag dependency for this.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import Acknowledgment, Validations
 from constructs import IConstruct
 
@@ -61,17 +63,25 @@ OWNED_SECRETS_WILDCARD = Acknowledgment(
 ALL = (TOKEN_SECRET_ROTATION, TUNNEL_WILDCARD, LIST_TUNNELS_WILDCARD, OWNED_SECRETS_WILDCARD)
 
 
-def provider_wildcards(secret_name_prefix: str) -> tuple[Acknowledgment, ...]:
+def provider_wildcards(secret_name_prefix: str, thing_name_prefix: Any = "") -> tuple[Acknowledgment, ...]:
     """What the provider stack's handler policy accepts: it serves tunnels declared in templates
-    it cannot see, so things, secrets and keys are scoped by convention, not by ARN."""
+    it cannot see, so things, secrets and keys are scoped by convention, not by ARN.
+
+    :param secret_name_prefix: the token secrets' name prefix.
+    :param thing_name_prefix: the things' name prefix as the template holds it: a string, or
+        ``{"Ref": <parameter>}`` (what ``Stack.resolve`` gives for a parameter's value), which
+        cdk-nag writes ``<parameter>``. Default: ``""``.
+    """
     account = "arn:<AWS::Partition>:{service}:<AWS::Region>:<AWS::AccountId>"
+    things = f"<{thing_name_prefix['Ref']}>" if isinstance(thing_name_prefix, dict) else thing_name_prefix
     return (
         Acknowledgment(
-            id=f"{NAG_PACK}::AwsSolutions-IAM5[Resource::{account.format(service='iot')}:thing/*]",
+            id=f"{NAG_PACK}::AwsSolutions-IAM5[Resource::{account.format(service='iot')}:thing/{things}*]",
             reason=(
                 "The provider serves Custom::IoTSecureTunnel resources of any stack, whose things it "
-                "cannot know; OpenTunnel still requires the provider's owner request tag and rotation "
-                "still applies only to tunnels carrying its owner tag."
+                "cannot know; they can be narrowed by name prefix (the ThingNamePrefix parameter) and "
+                "by thing group. OpenTunnel still requires the provider's owner request tag and "
+                "rotation still applies only to tunnels carrying its owner tag."
             ),
         ),
         Acknowledgment(

@@ -8,7 +8,8 @@ secrets and, if any, its customer managed KMS key.
 IAM, checked against the IAM reference (Service Authorization Reference, "AWS IoT") and the IoT
 developer guide ("Controlling access to tunnels"):
 
-- ``iot:OpenTunnel`` on ``tunnel/*`` and the wired things' ARNs, only with the request tag
+- ``iot:OpenTunnel`` on ``tunnel/*`` and the wired things' ARNs (the provider stack: the things
+  of a name prefix, optionally only in given thing groups), only with the request tag
   ``iot-secure-tunnel:owner`` = this stack's id (which the handler always sets). Tagging on
   create needs no ``iot:TagResource`` (OpenTunnel lists no dependent action).
 - Rotate, describe and close only on tunnels whose resource tag ``iot-secure-tunnel:owner`` is
@@ -29,12 +30,19 @@ developer guide ("Controlling access to tunnels"):
 - Secrets Manager only on secrets tagged ``iot-secure-tunnel:owner`` = this stack's id (the
   construct tags its token secrets so); KMS only through Secrets Manager.
 - CloudWatch Logs on the function's own log group only; no managed policies.
+
+What invokes the function: the custom resources (through the service token), and Secrets
+Manager (``AWS::Lambda::Permission``, always with ``SourceAccount``). The provider stack's
+permission also names the secrets of the documented name prefix (``SourceArn``). A stack's does
+not name each token secret: one statement per secret would outgrow Lambda's 20 KB function
+policy at about 19 tunnels (docs/aws-semantics.md). What keeps another secret of the account
+from drawing a tunnel's tokens is the handler's binding check instead: createSecret rotates a
+tunnel only into a secret the tunnel was opened for.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
 
 from aws_cdk import ArnFormat, Aws, Duration, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_iam as iam
@@ -63,7 +71,10 @@ OWNER_ENV = "TUNNEL_OWNER"
 HANDLER_TIMEOUT = Duration.minutes(5)
 HANDLER_MEMORY_MB = 256
 LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
-_ROTATION_PERMISSION_ID = "SecretsManagerInvoke"
+#: Construct id of a rotation permission under the construct it serves (e.g. a token secret).
+ROTATION_PERMISSION_ID = "RotationPermission"
+#: The service principal that invokes a rotation function.
+SECRETS_MANAGER = "secretsmanager.amazonaws.com"
 
 #: Tunnel actions that honour ``aws:ResourceTag``: limited to the tunnels this stack opened.
 TUNNEL_ACTIONS = ("iot:CloseTunnel", "iot:DescribeTunnel", "iot:RotateTunnelAccessToken")
@@ -221,34 +232,55 @@ class SecureTunnelHandler(Construct):
         if encryption_key is not None:
             self._add(self._keys, encryption_key.key_arn)
 
-    def allow_rotation_by_secrets_manager(self) -> lambda_.CfnPermission:
-        """Let Secrets Manager invoke the function to rotate token secrets of this account.
+    def allow_rotation_by_secrets_manager(self, secret_arn: str | None = None) -> lambda_.CfnPermission:
+        """Let Secrets Manager invoke the function to rotate secrets of this account only
+        (``SourceAccount``), and of ``secret_arn`` only if given (``SourceArn``).
 
-        :returns: the function's one invoke permission for Secrets Manager (created on first use),
-            which a rotation schedule must depend on.
+        :param secret_arn: an ARN pattern (``*`` and ``?`` match as in ``ArnLike``) of the secrets
+            to rotate. Default: None, any secret of the account (see the module docstring).
+        :returns: the function's one permission for Secrets Manager (created on first use, as
+            the function's child :data:`ROTATION_PERMISSION_ID`), which a rotation schedule must
+            depend on.
         """
-        existing = self.function.node.try_find_child(_ROTATION_PERMISSION_ID)
-        if existing is None:
-            self.function.add_permission(
-                _ROTATION_PERMISSION_ID,
-                principal=iam.ServicePrincipal("secretsmanager.amazonaws.com"),
-                source_account=Aws.ACCOUNT_ID,
-            )
-            existing = self.function.node.find_child(_ROTATION_PERMISSION_ID)
-        return cast(lambda_.CfnPermission, existing)
+        existing = self.function.node.try_find_child(ROTATION_PERMISSION_ID)
+        if isinstance(existing, lambda_.CfnPermission):
+            return existing
+        return lambda_.CfnPermission(
+            self.function,
+            ROTATION_PERMISSION_ID,
+            action="lambda:InvokeFunction",
+            function_name=self.function.function_arn,
+            principal=SECRETS_MANAGER,
+            source_account=Aws.ACCOUNT_ID,
+            source_arn=secret_arn,
+        )
 
-    def authorize_by_convention(self, *, secret_name_prefix: str) -> None:
+    def authorize_by_convention(
+        self,
+        *,
+        secret_name_prefix: str,
+        thing_name_prefix: str = "",
+        thing_group_arns: Sequence[str] | None = None,
+    ) -> None:
         """Let the handler serve tunnels declared in other stacks (the provider stack).
 
-        Tunnels: still only those this handler opened (owner tag); any thing of the account and
-        region. Secrets: only those whose name starts with ``secret_name_prefix``; customer
-        managed keys only through Secrets Manager and only for such secrets (encryption context).
+        Tunnels: still only those this handler opened (owner tag), to the things of the account
+        and region whose name starts with ``thing_name_prefix`` and, with ``thing_group_arns``,
+        that belong to one of those groups. Secrets: only those whose name starts with
+        ``secret_name_prefix``, and only those may Secrets Manager invoke the function to rotate;
+        customer managed keys only through Secrets Manager and only for such secrets (encryption
+        context).
 
         :param secret_name_prefix: the documented name prefix of the token secrets, e.g.
             ``iot-secure-tunnel/``.
+        :param thing_name_prefix: the name prefix of the things tunnels may reach, e.g. a
+            CloudFormation parameter. Default: ``""`` (every thing).
+        :param thing_group_arns: thing group ARNs or ``ArnLike`` patterns; when given, a tunnel may
+            reach (on open, and on a rotation that names the thing) only a thing in one of them.
+            Default: None (no group condition).
         """
         stack = Stack.of(self)
-        things = stack.format_arn(service="iot", resource="thing", resource_name="*")
+        things = stack.format_arn(service="iot", resource="thing", resource_name=f"{thing_name_prefix}*")
         secrets = stack.format_arn(
             service="secretsmanager",
             resource="secret",
@@ -257,6 +289,12 @@ class SecureTunnelHandler(Construct):
         )
         self._add(self._open, things)
         self._add(self._rotate_to_things, things)
+        if thing_group_arns is not None:
+            # A thing can be in several groups (iot:ThingGroupArn is multivalued). Rotation names
+            # the thing too: an Update may move a tunnel to another thing through it.
+            groups = {"iot:ThingGroupArn": list(thing_group_arns)}
+            self._open.add_condition("ForAnyValue:ArnLike", groups)
+            self._rotate_to_things.add_condition("ForAnyValue:ArnLike", groups)
         self._add(self._secrets, secrets)
         self.role.add_to_principal_policy(
             iam.PolicyStatement(
@@ -269,7 +307,11 @@ class SecureTunnelHandler(Construct):
                 },
             )
         )
-        acknowledge(self.role.node.find_child("DefaultPolicy"), *provider_wildcards(secret_name_prefix))
+        self.allow_rotation_by_secrets_manager(secrets)
+        acknowledge(
+            self.role.node.find_child("DefaultPolicy"),
+            *provider_wildcards(secret_name_prefix, stack.resolve(thing_name_prefix)),
+        )
 
     def _add(self, statement: iam.PolicyStatement, arn: str) -> None:
         # Statements are rendered at synth time: adding a resource here widens the statement in

@@ -100,7 +100,7 @@ class SecureTunnel(Construct):
             Changing it opens a new tunnel. Default: none.
         :param max_lifetime: how long the tunnel stays open, in whole minutes from 1 minute to
             12 hours; AWS closes it then. Changing it opens a new tunnel. Default: 12 hours.
-        :param tags: tags of the tunnel: at most 198 (the handler adds 2 of its own), keys of
+        :param tags: tags of the tunnel: at most 196 (the handler adds 4 of its own), keys of
             1-128 and values of 0-256 letters, digits, spaces or ``_.:/=+-@``, no key starting with
             ``aws:`` or ``iot-secure-tunnel:``. Changed in place. Default: none.
         :param encryption_key: customer managed KMS key for both secrets: the key itself

@@ -22,7 +22,8 @@ from .handler_function import SecureTunnelHandler
 def attach_rotation(
     secret: secretsmanager.Secret, handler: SecureTunnelHandler, tunnel: CustomResource
 ) -> secretsmanager.CfnRotationSchedule:
-    """Let the handler rotate ``secret`` on demand.
+    """Let the handler rotate ``secret`` on demand (Secrets Manager may invoke it for this
+    account's secrets; the handler rotates a tunnel only into a secret it is bound to).
 
     The L1 resource is used on purpose: the L2 ``add_rotation_schedule`` also grants the function
     ``secretsmanager:GetRandomPassword`` on ``*``, which this handler never needs.

@@ -1,7 +1,7 @@
-"""Synth-time checks of :class:`~cdk_iot_secure_tunnel.SecureTunnel` arguments.
+"""Synth-time checks of :class:`~cdk_iot_secure_tunnel.SecureTunnel` (and provider stack) arguments.
 
 The limits are those of the IoT Secure Tunneling API (botocore model ``iotsecuretunneling``) and
-of the ``Custom::IoTSecureTunnel`` handler, which adds two tags of its own to every tunnel.
+of the ``Custom::IoTSecureTunnel`` handler, which adds four tags of its own to every tunnel.
 Every check raises :class:`ValueError` (or :class:`TypeError` for a wrong type) with a message
 that names the argument and the allowed values. Values that are unresolved CDK tokens are only
 known at deploy time: they are not checked here (the handler checks them then).
@@ -25,23 +25,31 @@ HANDLER_TAG_PREFIX = "iot-secure-tunnel:"
 OWNER_TAG_KEY = f"{HANDLER_TAG_PREFIX}owner"
 #: Tag key prefixes that users may not set: AWS's own, and the handler's.
 RESERVED_TAG_PREFIXES = ("aws:", HANDLER_TAG_PREFIX)
-#: The API accepts 200 tags on a tunnel; the handler adds its two own.
-MAX_USER_TAGS = 198
+#: The API accepts 200 tags on a tunnel.
+MAX_TUNNEL_TAGS = 200
+#: The handler's own tags on every tunnel: owner, request id, and the two secrets it is bound to.
+HANDLER_TAG_COUNT = 4
+MAX_USER_TAGS = MAX_TUNNEL_TAGS - HANDLER_TAG_COUNT
 #: A tunnel multiplexes at most three services (localproxy docs/MULTIPLEXING.md).
 MAX_SERVICES = 3
 MIN_LIFETIME_MINUTES = 1
 MAX_LIFETIME_MINUTES = 720
 MAX_DESCRIPTION_LENGTH = 2048
 
-_NAME_RE = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
-_NAME_RULE = "1-128 characters of [a-zA-Z0-9:_-]"
+#: Characters and length of thing, thing group and service names (botocore models ``iot``,
+#: ``iotsecuretunneling``).
+NAME_CHARACTERS = "a-zA-Z0-9:_-"
+MAX_NAME_LENGTH = 128
+_NAME_RE = re.compile(f"[{NAME_CHARACTERS}]{{1,{MAX_NAME_LENGTH}}}")
+_NAME_RULE = f"1-{MAX_NAME_LENGTH} characters of [{NAME_CHARACTERS}]"
 _TAG_PUNCTUATION = frozenset("_.:/=+-@")
 _TAG_TEXT_RULE = "letters, digits, spaces or _.:/=+-@"
+_IOT_ARN_PREFIX = r"arn:aws(-[a-z]+)*:iot:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:"
 # A certificate id is 64 hex digits (botocore model ``iot``: CertificateId), lowercase as AWS IoT
 # writes it in the certificate's ARN.
-_CERTIFICATE_ARN_RE = re.compile(
-    r"arn:aws(-[a-z]+)*:iot:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:cert/[0-9a-f]{64}"
-)
+_CERTIFICATE_ARN_RE = re.compile(f"{_IOT_ARN_PREFIX}cert/[0-9a-f]{{64}}")
+# A thing group name, or an ArnLike pattern of names (``*``, ``?``).
+_THING_GROUP_ARN_RE = re.compile(f"{_IOT_ARN_PREFIX}thinggroup/[*?{NAME_CHARACTERS}]{{1,{MAX_NAME_LENGTH}}}")
 
 
 def is_unresolved(value: Any) -> bool:
@@ -51,8 +59,8 @@ def is_unresolved(value: Any) -> bool:
     return bool(Token.is_unresolved(value))
 
 
-def _fail(argument: str, rule: str, value: Any) -> ValueError:
-    return ValueError(f"SecureTunnel argument '{argument}' must be {rule}; got {value!r}")
+def _fail(argument: str, rule: str, value: Any, owner: str = "SecureTunnel") -> ValueError:
+    return ValueError(f"{owner} argument '{argument}' must be {rule}; got {value!r}")
 
 
 def validate_thing_name(name: str) -> None:
@@ -128,14 +136,15 @@ def _is_tag_text(text: str) -> bool:
 
 
 def validate_tags(tags: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
-    """At most 198 tags; keys 1-128 and values 0-256 characters of letters, digits, spaces or
+    """At most 196 tags; keys 1-128 and values 0-256 characters of letters, digits, spaces or
     ``_.:/=+-@``; no key starting with ``aws:`` or ``iot-secure-tunnel:``. Sorted by key."""
     if tags is None:
         return ()
     if not isinstance(tags, Mapping):
         raise _fail("tags", "a mapping of tag keys to values", tags)
     if len(tags) > MAX_USER_TAGS:
-        rule = f"at most {MAX_USER_TAGS} tags (the handler adds 2 of the API's 200)"
+        handler_tags = f"the handler adds {HANDLER_TAG_COUNT} of the API's {MAX_TUNNEL_TAGS}"
+        rule = f"at most {MAX_USER_TAGS} tags ({handler_tags})"
         raise _fail("tags", rule, f"{len(tags)} tags")
     for key, value in tags.items():
         if not isinstance(key, str) or not (
@@ -178,3 +187,28 @@ def validate_device_certificate_arn(certificate_arn: str | None) -> None:
     if not isinstance(certificate_arn, str) or not _CERTIFICATE_ARN_RE.fullmatch(certificate_arn):
         rule = "an IoT certificate ARN, arn:<partition>:iot:<region>:<account>:cert/<64 lowercase hex digits>"
         raise _fail("device_certificate_arn", rule, certificate_arn)
+
+
+def validate_thing_group_arns(thing_group_arns: Sequence[str] | None) -> tuple[str, ...] | None:
+    """At least one IoT thing group ARN, ``arn:<partition>:iot:<region>:<account>:thinggroup/<name>``,
+    whose name (1-128 characters of ``[a-zA-Z0-9:_-]``) may hold ``*`` and ``?`` wildcards; None
+    for none. A token (e.g. a ``CommaDelimitedList`` parameter) is passed through unchecked."""
+    if thing_group_arns is None:
+        return None
+    rule = (
+        "a non-empty list of IoT thing group ARNs, arn:<partition>:iot:<region>:<account>:thinggroup/<name> "
+        f"(name: 1-{MAX_NAME_LENGTH} characters of [{NAME_CHARACTERS}], * and ? as wildcards)"
+    )
+    if isinstance(thing_group_arns, str | bytes) or not isinstance(thing_group_arns, Sequence):
+        raise _fail("thing_group_arns", rule, thing_group_arns, owner="SecureTunnelProviderStack")
+    arns = tuple(thing_group_arns)
+    if is_unresolved(list(arns)):  # a list token
+        return arns
+    bad = [
+        arn
+        for arn in arns
+        if not isinstance(arn, str) or not (is_unresolved(arn) or _THING_GROUP_ARN_RE.fullmatch(arn))
+    ]
+    if not arns or bad:
+        raise _fail("thing_group_arns", rule, bad or list(arns), owner="SecureTunnelProviderStack")
+    return arns
