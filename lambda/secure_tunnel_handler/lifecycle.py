@@ -154,7 +154,7 @@ class TunnelResource:
     def _send_new_destination_token(self, tunnel: TunnelState, secret_arn: str | None) -> dict[str, str]:
         """Send the device a new destination token of ``tunnel`` and write it into the
         destination secret, if any; returns the secret ARN -> version id written."""
-        token = self._tunnels.renotify(tunnel)
+        token = self._tunnels.rotate_side(tunnel, "DESTINATION")
         logger.info("Tunnel %s: the device was sent a new destination token", tunnel.tunnel_id)
         if secret_arn is None:
             return {}

@@ -30,18 +30,15 @@ from .errors import error_code, explain
 from .properties import SECRET_TAGS, binding_of
 from .redaction import REDACTOR
 from .retries import Retrier
-from .tunnels import TunnelService, TunnelState, destination_config_of
+from .tunnels import TunnelService, TunnelState
 
 logger = logging.getLogger(__name__)
 
 CURRENT = "AWSCURRENT"
 PENDING = "AWSPENDING"
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
-#: The document's clientMode -> RotateTunnelAccessToken's clientMode and the answer's token field.
-CLIENT_MODES = {
-    "source": ("SOURCE", "sourceAccessToken"),
-    "destination": ("DESTINATION", "destinationAccessToken"),
-}
+#: The document's clientMode -> RotateTunnelAccessToken's clientMode.
+CLIENT_MODES = {"source": "SOURCE", "destination": "DESTINATION"}
 #: How a closed tunnel is fixed: the resource's Update opens a new one when the old one is not OPEN.
 NEW_TUNNEL_ADVICE = (
     "A closed tunnel can never be reopened or rotated: update the stack to open a new tunnel "
@@ -163,11 +160,11 @@ class TokenRotation:
         now: Callable[[], datetime],
     ) -> None:
         self._secrets = secrets_client
-        self._tunnels_client = tunnels_client
         self._tunnels = tunnels
         self._retrier = retrier
         self._owner = owner
         self._now = now
+        # The region of the tunnels this function serves (a secret may name another).
         self._region = str(tunnels_client.meta.region_name)
         self._secret_arn = ""  # set by run(), from DescribeSecret
 
@@ -217,15 +214,12 @@ class TokenRotation:
                 "rotate the secret with the handler of the tunnel's own stack. Nothing was changed."
             )
         tunnel = self._open_owned_tunnel(event, current)
-        mode, token_field = CLIENT_MODES[current.client_mode]
         # Revokes the old token of this client mode only; the other side's token stays valid.
-        answer = self._rotate_token(event, tunnel, mode)
-        token = str(answer[token_field])
-        REDACTOR.remember(token)
+        token = self._rotate_token(event, tunnel, CLIENT_MODES[current.client_mode])
         new = replace(
             current,
             access_token=token,
-            tunnel_arn=str(answer.get("tunnelArn") or tunnel.tunnel_arn),
+            tunnel_arn=tunnel.tunnel_arn,
             thing_name=tunnel.thing_name or current.thing_name,
             services=tunnel.services or current.services,
             expires_at=_iso(tunnel.expires_at),
@@ -474,18 +468,11 @@ class TokenRotation:
         metadata = self._retrier.call(lambda: self._secrets.describe_secret(SecretId=event.secret_id))
         return list(metadata.get("VersionIdsToStages", {}).get(event.version_id, []))
 
-    def _rotate_token(self, event: RotationStep, tunnel: TunnelState, mode: str) -> dict[str, Any]:
-        """RotateTunnelAccessToken for one client mode; a tunnel that vanished since it was read
-        gets the same advice as one found closed."""
-        request: dict[str, Any] = {"tunnelId": tunnel.tunnel_id, "clientMode": mode}
-        if mode == "DESTINATION":
-            # Only a rotation that carries the destination configuration makes AWS IoT publish
-            # the new token to the device; the API refuses it in SOURCE mode.
-            request["destinationConfig"] = destination_config_of(tunnel)
+    def _rotate_token(self, event: RotationStep, tunnel: TunnelState, mode: str) -> str:
+        """The new token of one client mode; a tunnel that vanished since it was read gets the
+        same advice as one found closed."""
         try:
-            return dict(
-                self._retrier.call(lambda: self._tunnels_client.rotate_tunnel_access_token(**request))
-            )
+            return self._tunnels.rotate_side(tunnel, mode)
         except Exception as exc:
             if error_code(exc) == "ResourceNotFoundException":
                 self._refuse_closed(event, self._closed(tunnel.tunnel_id, None))

@@ -220,17 +220,18 @@ class TunnelService:
         response = self._retrier.call(lambda: self._client.rotate_tunnel_access_token(**request))
         return self._issued(tunnel.tunnel_id, tunnel.tunnel_arn, tunnel.expires_at, response)
 
-    def renotify(self, tunnel: TunnelState) -> str:
-        """Send the device a new destination token: a DESTINATION rotation with the tunnel's
-        destination configuration makes AWS IoT publish it on the thing's notify topic. Revokes
-        the previous destination token (the source token stays valid); returns the new one."""
-        request = {
-            "tunnelId": tunnel.tunnel_id,
-            "clientMode": "DESTINATION",
-            "destinationConfig": destination_config_of(tunnel),
-        }
+    def rotate_side(self, tunnel: TunnelState, mode: str) -> str:
+        """Rotate the token of one client mode (``SOURCE`` or ``DESTINATION``); the other side's
+        stays valid. Returns the new token.
+
+        A DESTINATION rotation carries the tunnel's destination configuration, so that AWS IoT
+        publishes the new token on the thing's notify topic (the API refuses it with SOURCE).
+        """
+        request: dict[str, Any] = {"tunnelId": tunnel.tunnel_id, "clientMode": mode}
+        if mode == "DESTINATION":
+            request["destinationConfig"] = destination_config_of(tunnel)
         response = self._retrier.call(lambda: self._client.rotate_tunnel_access_token(**request))
-        token = str(response["destinationAccessToken"])
+        token = str(response["sourceAccessToken" if mode == "SOURCE" else "destinationAccessToken"])
         REDACTOR.remember(token)
         return token
 
