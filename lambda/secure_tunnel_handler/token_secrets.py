@@ -17,7 +17,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -204,7 +204,10 @@ class TokenSecrets:
         """Wait for the claimant's writes of every secret; returns the tunnel they hold, or None
         if they are not all there when the claimant's invocation (or this one) is over."""
         while True:
-            stored = [self._version(arn, claim.write_token(arn)) for arn in spec.secret_arns]
+            stored = [
+                self._read(arn, {"VersionId": claim.write_token(arn)}, absent={"ResourceNotFoundException"})
+                for arn in spec.secret_arns
+            ]
             if all(s.version_id for s in stored):
                 return stored[0]
             if not self._may_wait(claim.until):
@@ -242,17 +245,6 @@ class TokenSecrets:
         self._sleep(_POLL_SECONDS)
         return True
 
-    def _version(self, arn: str, version_id: str) -> StoredTunnel:
-        try:
-            response = self._retrier.call(
-                lambda: self._client.get_secret_value(SecretId=arn, VersionId=version_id)
-            )
-        except Exception as exc:
-            if error_code(exc) == "ResourceNotFoundException":
-                return StoredTunnel(None, None)
-            raise
-        return StoredTunnel(_tunnel_id_in(response.get("SecretString")), response.get("VersionId"))
-
     def undo(self, written: dict[str, str]) -> None:
         """Make the version before each written one current again."""
         for arn, version_id in written.items():
@@ -262,12 +254,15 @@ class TokenSecrets:
 
     def stored(self, arn: str, stage: str) -> StoredTunnel:
         """The tunnel id held by the secret's version at ``stage`` (None if none or unreadable JSON)."""
+        return self._read(arn, {"VersionStage": stage}, absent=GONE_CODES)
+
+    def _read(self, arn: str, version: dict[str, str], *, absent: Collection[str]) -> StoredTunnel:
+        """The tunnel id held by one version (``VersionStage`` or ``VersionId``); nothing when
+        GetSecretValue fails with one of the ``absent`` codes."""
         try:
-            response = self._retrier.call(
-                lambda: self._client.get_secret_value(SecretId=arn, VersionStage=stage)
-            )
+            response = self._retrier.call(lambda: self._client.get_secret_value(SecretId=arn, **version))
         except Exception as exc:
-            if error_code(exc) in GONE_CODES:
+            if error_code(exc) in absent:
                 return StoredTunnel(None, None)
             raise
         return StoredTunnel(_tunnel_id_in(response.get("SecretString")), response.get("VersionId"))
