@@ -1,4 +1,6 @@
-"""The ``secure-tunnel`` CLI against the rig, with a stand-in ``localproxy`` that records its run.
+"""The ``secure-tunnel`` CLI (its own distribution, cli/) against the rig, with a stand-in
+``localproxy`` that records its run: ``connect --secret-id``, the options and the usage errors
+(``list`` and ``connect --thing``: tests/test_cli_things.py).
 
 The CLI runs as its own process (it replaces itself with localproxy), with the rig's endpoints in
 its environment; its ``--rotate`` goes over the wire to moto, whose RotateSecret runs the handler
@@ -7,99 +9,31 @@ its environment; its ``--rotate`` goes over the wire to moto, whose RotateSecret
 
 from __future__ import annotations
 
+import argparse
 import json
-import os
 import shlex
+import socket
 import subprocess
 import sys
+import tomllib
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from botocore.loaders import create_loader
 
-from cdk_iot_secure_tunnel import cli
-from tests.conftest import tunnel_id_of
-from tests.rig.harness import ADMIN_ACCESS_KEY, REGION, Handler, Rig
+from secure_tunnel_cli import commands, errors, localproxy
+from tests.cli_operator import Operator, deploy, make_operator
+from tests.rig.harness import REGION, Handler, Rig
 from tests.rig.secrets_rotation import FUNCTION_ARN, SecretsManagerRotation
-
-# Run as a file, not as the package: the CLI must not depend on what the package's __init__ imports.
-CLI = Path(cli.__file__)
-RUN_CLI = (
-    "import runpy, sys; sys.argv[0] = 'secure-tunnel'; runpy.run_path(sys.argv.pop(1), run_name='__main__')"
-)
-
-
-@dataclass
-class Run:
-    """One run of the CLI: exit code, output, and what the stand-in localproxy recorded."""
-
-    code: int
-    stdout: str
-    stderr: str
-    localproxy: dict[str, Any] | None
-
-    @property
-    def error(self) -> str:
-        """The one line of stderr a failure gives."""
-        lines = self.stderr.strip().splitlines()
-        assert len(lines) == 1 and "Traceback" not in self.stderr, self.stderr
-        assert lines[0].startswith("secure-tunnel: ")
-        return lines[0]
-
-
-@dataclass
-class Operator:
-    """The operator's machine: PATH with (or without) the stand-in localproxy, and the CLI."""
-
-    rig: Rig
-    tmp_path: Path
-    bin_dir: Path
-    record: Path
-
-    def connect(self, *args: str, localproxy_on_path: bool = True, env: dict[str, str] | None = None) -> Run:
-        path = os.environ["PATH"]
-        environment = {
-            **os.environ,
-            "PATH": f"{self.bin_dir}{os.pathsep}{path}" if localproxy_on_path else path,
-            # The operator's own credentials: the handler's policy does not bind them.
-            "AWS_ACCESS_KEY_ID": ADMIN_ACCESS_KEY,
-        }
-        environment.update(env or {})
-        self.record.unlink(missing_ok=True)
-        done = subprocess.run(
-            [sys.executable, "-c", RUN_CLI, str(CLI), "connect", *args],
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        recorded = json.loads(self.record.read_text()) if self.record.exists() else None
-        run = Run(done.returncode, done.stdout, done.stderr, recorded)
-        # Whatever happened, no issued token is in the CLI's stderr (stdout only on --print-env).
-        outputs = [run.stderr] if "--print-env" in args else [run.stderr, run.stdout]
-        assert not [t for t in self.rig.tunnels.issued_tokens for o in outputs if t in o], "token in output"
-        return run
 
 
 @pytest.fixture
 def operator(rig: Rig, tmp_path: Path) -> Operator:
-    """A stand-in localproxy first on PATH that records its argv and environment, then exits."""
-    bin_dir, record = tmp_path / "bin", tmp_path / "localproxy-run.json"
-    bin_dir.mkdir()
-    script = bin_dir / "localproxy"
-    script.write_text(
-        f"#!{sys.executable}\n"
-        "import json, os, sys\n"
-        f"with open({str(record)!r}, 'w') as f:\n"
-        "    json.dump({'argv': sys.argv, 'env': dict(os.environ)}, f)\n"
-    )
-    script.chmod(0o755)
-    return Operator(rig, tmp_path, bin_dir, record)
+    return make_operator(rig, tmp_path)
 
 
 @pytest.fixture
@@ -110,7 +44,7 @@ def rotation(handler: Handler, monkeypatch: pytest.MonkeyPatch) -> SecretsManage
 
 
 def _deploy(rig: Rig, handler: Handler, **props: Any) -> str:
-    return tunnel_id_of(rig.send(handler, "Create", rig.properties(**props)))
+    return deploy(rig, handler, **props)
 
 
 def test_connect_gives_localproxy_the_token_in_its_environment_only(
@@ -124,7 +58,7 @@ def test_connect_gives_localproxy_the_token_in_its_environment_only(
 
     assert run.code == 0, run.stderr
     assert run.localproxy is not None, "localproxy ran"
-    assert run.localproxy["env"][cli.TOKEN_VARIABLE] == token
+    assert run.localproxy["env"][localproxy.TOKEN_VARIABLE] == token
     argv = run.localproxy["argv"]
     assert argv == [str(operator.bin_dir / "localproxy"), "-r", REGION, "-s", "SSH=5555,HTTP=8080", "-v", "5"]
     assert not any(token in arg for arg in argv), "the token is never on the command line"
@@ -137,8 +71,8 @@ def test_connect_by_secret_name_with_the_default_port(rig: Rig, handler: Handler
 
     assert run.code == 0, run.stderr
     assert run.localproxy is not None
-    assert run.localproxy["argv"][1:] == ["-r", REGION, "-s", cli.DEFAULT_PORT]
-    assert run.localproxy["env"][cli.TOKEN_VARIABLE] == rig.secret(rig.source_secret)["accessToken"]
+    assert run.localproxy["argv"][1:] == ["-r", REGION, "-s", localproxy.DEFAULT_PORT]
+    assert run.localproxy["env"][localproxy.TOKEN_VARIABLE] == rig.secret(rig.source_secret)["accessToken"]
 
 
 def test_rotate_connects_with_a_fresh_token(
@@ -155,13 +89,14 @@ def test_rotate_connects_with_a_fresh_token(
     assert run.code == 0, run.stderr
     assert rotation.failures == [] and [e["Step"] for e in rotation.invocations][-1] == "finishSecret"
     assert run.localproxy is not None
-    fresh = run.localproxy["env"][cli.TOKEN_VARIABLE]
+    fresh = run.localproxy["env"][localproxy.TOKEN_VARIABLE]
     assert fresh != before and fresh == rig.secret(rig.source_secret)["accessToken"]
     assert rig.tunnels.is_token_valid(fresh) and not rig.tunnels.is_token_valid(before)
     assert rig.tunnels.is_token_valid(destination), "the device keeps its token"
     # Reconnect: every --rotate gives the next token.
     again = operator.connect("--secret-id", rig.source_secret, "--rotate")
-    assert again.localproxy is not None and again.localproxy["env"][cli.TOKEN_VARIABLE] not in (fresh, before)
+    assert again.localproxy is not None
+    assert again.localproxy["env"][localproxy.TOKEN_VARIABLE] not in (fresh, before)
 
 
 def test_rotate_after_a_failed_rotation_waits_for_the_retried_one(
@@ -179,7 +114,7 @@ def test_rotate_after_a_failed_rotation_waits_for_the_retried_one(
 
     assert run.code == 0, run.stderr
     assert run.localproxy is not None
-    fresh = run.localproxy["env"][cli.TOKEN_VARIABLE]
+    fresh = run.localproxy["env"][localproxy.TOKEN_VARIABLE]
     assert fresh != before and rig.tunnels.is_token_valid(fresh)
 
 
@@ -195,7 +130,7 @@ def test_print_env_prints_the_export_and_the_command_and_needs_no_localproxy(
     assert run.code == 0, run.stderr
     assert run.localproxy is None, "nothing was run"
     export, command = run.stdout.splitlines()
-    assert shlex.split(export) == ["export", f"{cli.TOKEN_VARIABLE}={token}"]
+    assert shlex.split(export) == ["export", f"{localproxy.TOKEN_VARIABLE}={token}"]
     assert shlex.split(command) == ["localproxy", "-r", REGION, "-s", "5555"]
     assert token not in command and run.stderr == ""
 
@@ -209,13 +144,13 @@ def test_missing_localproxy_fails_before_anything_is_rotated(
     )
     run = operator.connect("--secret-id", rig.source_secret, "--rotate", localproxy_on_path=False)
 
-    assert run.code == cli.EXIT_NO_LOCALPROXY
+    assert run.code == errors.EXIT_NO_LOCALPROXY
     assert "'localproxy' is not on PATH" in run.error and "--localproxy PATH" in run.error
     # Only the configuration test of setting rotation up ran: nothing rotated.
     assert [e["Step"] for e in rotation.invocations] == ["testSecret"]
     assert rig.tunnels.call_count("RotateTunnelAccessToken") == 0
     missing = operator.connect("--secret-id", rig.source_secret, "--localproxy", "/nonexistent/localproxy")
-    assert missing.code == cli.EXIT_NO_LOCALPROXY and "is not executable" in missing.error
+    assert missing.code == errors.EXIT_NO_LOCALPROXY and "is not executable" in missing.error
 
 
 def _close(rig: Rig, tunnel_id: str, how: str) -> None:
@@ -245,7 +180,7 @@ def test_a_closed_tunnel_fails_with_what_to_do(
     _close(rig, tunnel_id, how)
     run = operator.connect("--secret-id", rig.source_secret, "--rotate")
 
-    assert run.code == cli.EXIT_TUNNEL_CLOSED
+    assert run.code == errors.EXIT_TUNNEL_CLOSED
     assert f"tunnel {tunnel_id} {says}" in run.error and "update the stack to open a new tunnel" in run.error
     assert run.localproxy is None and rig.tunnels.call_count("RotateTunnelAccessToken") == 0
 
@@ -253,7 +188,7 @@ def test_a_closed_tunnel_fails_with_what_to_do(
 def test_a_secret_without_a_token_yet(rig: Rig, operator: Operator) -> None:
     run = operator.connect("--secret-id", rig.source_secret)
 
-    assert run.code == cli.EXIT_NO_TOKEN
+    assert run.code == errors.EXIT_NO_TOKEN
     assert "holds no tunnel token yet" in run.error and "deploy the stack" in run.error
 
 
@@ -261,7 +196,7 @@ def test_the_destination_secret_is_refused(rig: Rig, handler: Handler, operator:
     _deploy(rig, handler)
     run = operator.connect("--secret-id", rig.destination_secret)
 
-    assert run.code == cli.EXIT_USAGE and "holds the destination token" in run.error
+    assert run.code == errors.EXIT_USAGE and "holds the destination token" in run.error
 
 
 @pytest.mark.parametrize(
@@ -278,20 +213,20 @@ def test_a_bad_port_mapping_is_refused(
     _deploy(rig, handler)
     run = operator.connect("--secret-id", rig.source_secret, "-s", mapping)
 
-    assert run.code == cli.EXIT_USAGE and says in run.error and run.localproxy is None
+    assert run.code == errors.EXIT_USAGE and says in run.error and run.localproxy is None
 
 
 def test_a_multi_service_tunnel_needs_a_mapping(rig: Rig, handler: Handler, operator: Operator) -> None:
     _deploy(rig, handler, DestinationConfig={"ThingName": "demo-device", "Services": ["SSH", "HTTP"]})
     run = operator.connect("--secret-id", rig.source_secret)
 
-    assert run.code == cli.EXIT_USAGE and "-s SSH=5555,HTTP=5556" in run.error
+    assert run.code == errors.EXIT_USAGE and "-s SSH=5555,HTTP=5556" in run.error
 
 
 def test_an_unknown_secret(operator: Operator) -> None:
     run = operator.connect("--secret-id", "tunnel/nope")
 
-    assert run.code == cli.EXIT_ERROR and "no such secret" in run.error
+    assert run.code == errors.EXIT_ERROR and "no such secret" in run.error
 
 
 def test_a_rotation_that_does_not_finish_times_out_and_says_where_to_look(
@@ -304,7 +239,7 @@ def test_a_rotation_that_does_not_finish_times_out_and_says_where_to_look(
     rig.tunnels.inject("RotateTunnelAccessToken", "AccessDeniedException", 403, times=1000)
     run = operator.connect("--secret-id", rig.source_secret, "--rotate", "--rotate-timeout", "1")
 
-    assert run.code == cli.EXIT_ROTATION_TIMEOUT
+    assert run.code == errors.EXIT_ROTATION_TIMEOUT
     assert "did not finish within 1 s" in run.error and "/aws/lambda/secure-tunnel-handler" in run.error
     assert run.localproxy is None
     assert rotation.failures and rotation.failures[0][0] == "createSecret"
@@ -339,5 +274,100 @@ def test_access_denied(
 ) -> None:
     run = operator.connect("--secret-id", rig.source_secret, env={**denied_identity, "AWS_SESSION_TOKEN": ""})
 
-    assert run.code == cli.EXIT_ACCESS_DENIED
+    assert run.code == errors.EXIT_ACCESS_DENIED
     assert "access denied reading secret" in run.error and "secretsmanager:GetSecretValue" in run.error
+
+
+# --- options and usage errors ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "region",
+    ["us-east-1", "eu-west-3", "ap-southeast-5", "il-central-1", "us-gov-west-1", "cn-north-1",
+     "cn-northwest-1", "us-iso-east-1", "us-isob-east-1", "eu-isoe-west-1", "us-isof-south-1",
+     "eusc-de-east-1"],
+)  # fmt: skip
+def test_region_names_of_every_partition_are_accepted(region: str) -> None:
+    assert commands.region_name(region) == region
+
+
+def test_every_region_botocore_knows_is_accepted() -> None:
+    partitions = create_loader().load_data("partitions")["partitions"]
+    regions = [r for p in partitions for r in p["regions"] if not r.endswith("-global")]
+    assert len(regions) > 30
+    assert [r for r in regions if not commands.REGION_RE.fullmatch(r)] == []
+
+
+@pytest.mark.parametrize("region", ["us-east", "US-EAST-1", "useast1", "us-east-1a", "us_east_1", "-1", ""])
+def test_a_bad_region_is_a_usage_error_naming_region(operator: Operator, region: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        commands.region_name(region)
+    for args in (["connect", "--secret-id", "tunnel/source"], ["list"]):
+        run = operator.run(*args, "--region", region)
+        assert run.code == errors.EXIT_USAGE and "argument --region:" in run.error
+        assert f"{region!r} is not an AWS region name" in run.error
+    assert operator.rig.tunnels.call_count() == 0
+
+
+@pytest.mark.parametrize("region", ["us-gov-west-1", "cn-north-1", "eu-isoe-west-1"])
+def test_a_region_of_another_partition_is_used(operator: Operator, region: str) -> None:
+    run = operator.run("list", "--region", region)
+
+    assert run.code == 0, run.stderr
+    assert run.stdout == f"no tunnels opened by this project in {region}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["connect"], "one of the arguments --secret-id --thing is required"),
+        (["connect", "--secret-id", "s", "--thing", "t"], "argument --thing: not allowed with argument"),
+        (["connect", "--thing", "bad name"], "argument --thing: 'bad name' is not a thing name"),
+        (["list", "--thing", "x" * 129], "is not a thing name"),
+        (["nope"], "invalid choice: 'nope'"),
+    ],
+)
+def test_usage_errors_are_one_line(operator: Operator, args: list[str], says: str) -> None:
+    run = operator.run(*args)
+
+    assert run.code == errors.EXIT_USAGE and says in run.error and "--help" in run.error
+
+
+def _cli_version() -> str:
+    with (Path(__file__).resolve().parents[1] / "cli" / "pyproject.toml").open("rb") as f:
+        return str(tomllib.load(f)["project"]["version"])
+
+
+def test_version_is_the_distributions(operator: Operator) -> None:
+    run = operator.run("--version")
+    script = Path(sys.executable).parent / "secure-tunnel"  # the console script pip installed
+    by_script = subprocess.run([script, "--version"], capture_output=True, text=True, check=False)
+
+    assert run.code == 0 and run.stdout == f"secure-tunnel {_cli_version()}\n"
+    assert by_script.returncode == 0 and by_script.stdout == run.stdout
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("args", "endpoint_variable"),
+    [
+        (["connect", "--secret-id", "tunnel/source"], "AWS_ENDPOINT_URL_SECRETS_MANAGER"),
+        (["connect", "--thing", "demo-device"], "AWS_ENDPOINT_URL_IOTSECURETUNNELING"),
+        (["list"], "AWS_ENDPOINT_URL_IOTSECURETUNNELING"),
+    ],
+)
+def test_an_unreachable_endpoint_suggests_checking_the_region(
+    operator: Operator, closed_port: int, args: list[str], endpoint_variable: str
+) -> None:
+    url = f"http://127.0.0.1:{closed_port}"
+    run = operator.run(*args, env={endpoint_variable: url, "AWS_MAX_ATTEMPTS": "1"})
+
+    assert run.code == errors.EXIT_ERROR
+    assert f"could not connect to {url}" in run.error and "check the region (--region)" in run.error
