@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from cdk_iot_secure_tunnel.provider_stack import (
+    HANDLER_ARN_EXPORT,
     SECRET_NAME_PREFIX,
     SERVICE_TOKEN_EXPORT,
     THING_NAME_PREFIX_PARAMETER,
@@ -101,14 +102,14 @@ def test_provider_is_one_function_and_its_role_log_group_policy_and_rotation_per
     assert function["Properties"]["Environment"]["Variables"]["TUNNEL_OWNER"] == OWNER
 
 
-def test_provider_exports_the_service_token(cli_assembly: Assembly) -> None:
+def test_provider_exports_the_service_token_and_the_handler_arn(cli_assembly: Assembly) -> None:
     template = _template(cli_assembly)
     (function_id,) = resources_of_type(template, "AWS::Lambda::Function")
-    output = template["Outputs"]["ServiceToken"]
-    assert output["Export"] == {"Name": SERVICE_TOKEN_EXPORT}
-    assert output["Value"] == {"Fn::GetAtt": [function_id, "Arn"]}
-    # The service token is the function ARN, also for RotationLambdaARN: no second export.
-    assert set(template["Outputs"]) == {"ServiceToken"}
+    # Both are the function ARN: one for ServiceToken, one for RotationLambdaARN, and no others.
+    exports = {name: output["Export"]["Name"] for name, output in template["Outputs"].items()}
+    assert exports == {"ServiceToken": SERVICE_TOKEN_EXPORT, "HandlerArn": HANDLER_ARN_EXPORT}
+    for output in template["Outputs"].values():
+        assert output["Value"] == {"Fn::GetAtt": [function_id, "Arn"]}
 
 
 def test_example_templates_import_the_exported_name() -> None:

@@ -118,11 +118,14 @@ class SecureTunnelHandler(Construct):
             )
         return existing
 
-    def __init__(self, scope: Construct, construct_id: str) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, code: lambda_.Code | None = None) -> None:
         """Create the function, its role and log group. Prefer :meth:`of`.
 
         :param scope: the stack.
         :param construct_id: :data:`HANDLER_CONSTRUCT_ID`.
+        :param code: the function's code. Default: :func:`~.bundling.handler_code`, the locally
+            bundled asset (a stack without assets, such as the standalone provider, passes code
+            in an S3 bucket of its parameters instead).
         """
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -189,7 +192,7 @@ class SecureTunnelHandler(Construct):
             runtime=lambda_.Runtime.PYTHON_3_14,
             architecture=lambda_.Architecture.ARM_64,
             handler=HANDLER,
-            code=handler_code(),
+            code=code if code is not None else handler_code(),
             timeout=HANDLER_TIMEOUT,
             memory_size=HANDLER_MEMORY_MB,
             role=self.role,
