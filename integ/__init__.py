@@ -1,0 +1,1 @@
+"""The integration test on a real AWS account (docs/integration-test.md)."""
