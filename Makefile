@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 
 setup: $(VENV)/.installed node_modules/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml cli/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
@@ -63,3 +63,26 @@ reliability: setup
 .PHONY: bench
 bench: setup
 	python -m tests.bench
+
+# A standalone provider release (docs/deploy-without-cdk.md), for the AWS CLI or a StackSet, without
+# CDK or `cdk bootstrap`: dist/iot-secure-tunnel-provider.template.json (the handler zip's bucket
+# and key are parameters), dist/secure-tunnel-handler-<asset hash>.zip (byte-identical on every
+# build of the same code) and dist/SHA256SUMS (`cd dist && sha256sum -c SHA256SUMS`).
+.PHONY: dist
+dist: setup
+	python -m tools.dist --output $(CURDIR)/dist
+
+# Integration test on a real AWS account (docs/integration-test.md). NEEDS AWS CREDENTIALS and a
+# bootstrapped account/region (`cdk bootstrap`); costs one secure tunnel (plus one token rotation)
+# and takes about 10 minutes. Deploys integ/integ_secure_tunnel.py (the demo stack, a secret
+# checker, integ-tests assertions), checks the tunnel is OPEN, the source secret's fields and a
+# rotation, destroys everything, then checks the tunnel is gone. INTEG_REGION: e.g. eu-west-1
+# (default: AWS_REGION / the profile's). `make integ-snapshot` rewrites the committed snapshot
+# that CI compares with (synth only, no account: run `make integ` to show the change works).
+INTEG_REGION ?=
+.PHONY: integ integ-snapshot
+integ: setup
+	python integ/run_integ.py $(if $(INTEG_REGION),--region $(INTEG_REGION))
+
+integ-snapshot: setup
+	python integ/snapshot.py update
