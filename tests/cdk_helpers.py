@@ -117,6 +117,15 @@ def resources_of_type(template: Json, kind: str) -> dict[str, Json]:
     return {name: r for name, r in template.get("Resources", {}).items() if r["Type"] == kind}
 
 
+def rotation_permissions(template: Json) -> dict[str, Json]:
+    """The template's invoke permissions for Secrets Manager (rotation), properties by logical id."""
+    return {
+        logical_id: permission["Properties"]
+        for logical_id, permission in resources_of_type(template, "AWS::Lambda::Permission").items()
+        if permission["Properties"]["Principal"] == "secretsmanager.amazonaws.com"
+    }
+
+
 def resource_types(template: Json) -> Counter[str]:
     """How many resources of each type the template has."""
     return Counter(r["Type"] for r in template.get("Resources", {}).values())

@@ -30,6 +30,9 @@ from tests.cdk_helpers import CDK_CLI, REPO_ROOT, Assembly, ConstructSynth, cdk_
 
 #: The certificate the ``Operator`` stack attaches the device policy to.
 DEVICE_CERTIFICATE_ARN = f"arn:aws:iot:eu-west-1:123456789012:cert/{'0123456789abcdef' * 4}"
+#: The secret name prefixes of the ``Named`` stack's two tunnels.
+LAB_PREFIX = "iot-secure-tunnel/lab-1/"
+FIELD_PREFIX = "iot-secure-tunnel/field-7/"
 #: The thing groups the ``NarrowProvider`` stack limits its tunnels to (a name and a pattern).
 THING_GROUP_ARNS = (
     "arn:aws:iot:eu-west-1:123456789012:thinggroup/field-gateways",
@@ -76,7 +79,7 @@ def in_process_assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
 
 @pytest.fixture(scope="session")
 def construct_synth(tmp_path_factory: pytest.TempPathFactory) -> ConstructSynth:
-    """Five stacks in one app with cdk-nag, bundling skipped, synthesized once.
+    """Six stacks in one app with cdk-nag, bundling skipped, synthesized once.
 
     - ``Minimal``: a CfnThing and a SecureTunnel with only the required arguments.
     - ``Full``: every argument (customer managed key, tags, lifetime, description, rotation
@@ -85,6 +88,7 @@ def construct_synth(tmp_path_factory: pytest.TempPathFactory) -> ConstructSynth:
     - ``Tokens``: every argument a CloudFormation parameter (not validated at synth).
     - ``Operator``: the device notify policy attached to a certificate and an on-call role
       allowed to rotate the source token.
+    - ``Named``: two tunnels with secret name prefixes (one with outputs) and one without.
     - ``NarrowProvider``: the provider stack with ``thing_group_arns`` (the app's provider has
       none).
     """
@@ -210,6 +214,26 @@ def construct_synth(tmp_path_factory: pytest.TempPathFactory) -> ConstructSynth:
         "Operator.OnCallPolicy": on_call.node.find_child("DefaultPolicy"),
     }.items():
         logical_id(label, construct)
+
+    # Issue 12's options: predictable secret names (one rotation permission per prefix) beside
+    # generated ones, and outputs only where asked for.
+    named = cdk.Stack(app, "Named")
+    for label, prefix, outputs in (("Lab", LAB_PREFIX, True), ("Field", FIELD_PREFIX, False)):
+        prefixed = SecureTunnel(
+            named,
+            label,
+            thing=f"{label.lower()}-device",
+            services=["SSH"],
+            secret_name_prefix=prefix,
+            outputs=outputs,
+        )
+        logical_id(f"Named.{label}", prefixed.resource.node.default_child)
+        logical_id(f"Named.{label}Source", prefixed.source_token_secret)
+        logical_id(f"Named.{label}Destination", prefixed.destination_token_secret)
+    generated = SecureTunnel(named, "Generated", thing="generated-device", services=["SSH"])
+    logical_id("Named.GeneratedSource", generated.source_token_secret)
+    logical_id("Named.GeneratedDestination", generated.destination_token_secret)
+    logical_id("Named.Function", generated.handler.function)
 
     narrow = SecureTunnelProviderStack(app, "NarrowProvider", thing_group_arns=THING_GROUP_ARNS)
     logical_id("NarrowProvider.Policy", narrow.handler.role.node.find_child("DefaultPolicy"))

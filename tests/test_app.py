@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from cdk_iot_secure_tunnel import RESOURCE_TYPE, acknowledgments, bundle_handler
+from cdk_iot_secure_tunnel import RESOURCE_TYPE, acknowledgments
+from cdk_iot_secure_tunnel.bundling import bundle_handler
 from cdk_iot_secure_tunnel.provider_stack import SECRET_NAME_PREFIX, THING_NAME_PREFIX_PARAMETER
 from tests.cdk_helpers import (
     CFN_LINT_CONFIG,
@@ -215,7 +216,7 @@ def test_cfn_lint_passes_every_synthesized_template(
     cli_assembly: Assembly, in_process_assembly: Assembly, construct_synth: ConstructSynth
 ) -> None:
     templates = [str(p) for p in all_templates(cli_assembly, in_process_assembly, construct_synth.assembly)]
-    assert len(templates) == 9
+    assert len(templates) == 10
     done = subprocess.run(
         [
             str(Path(sys.executable).parent / "cfn-lint"),

@@ -69,7 +69,9 @@ def test_the_cli_license_is_the_repositorys() -> None:
     ours = _terms((CLI_DIR / "LICENSE").read_text())
     assert ours.startswith("TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION 1. Definitions.")
     assert "9. Accepting Warranty or Additional Liability." in ours
-    assert _terms((ROOT / "LICENSE").read_text()) == ours, "cli/LICENSE must be a copy of the repository's LICENSE"
+    assert _terms((ROOT / "LICENSE").read_text()) == ours, (
+        "cli/LICENSE must be a copy of the repository's LICENSE"
+    )
 
 
 def test_the_cli_imports_nothing_of_the_construct_library_or_the_handler() -> None:

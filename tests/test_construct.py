@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from cdk_iot_secure_tunnel import HANDLER, PENDING_SECRET_VALUE, RESOURCE_TYPE, bundle_handler
-from cdk_iot_secure_tunnel.bundling import package_dir
+from cdk_iot_secure_tunnel import RESOURCE_TYPE
+from cdk_iot_secure_tunnel.bundling import HANDLER, bundle_handler, package_dir
+from cdk_iot_secure_tunnel.secure_tunnel import PENDING_SECRET_VALUE
 from tests.cdk_helpers import (
     ConstructSynth,
     partition_arn,
@@ -255,8 +256,10 @@ def test_custom_resource_properties(construct_synth: ConstructSynth) -> None:
 def test_tunnel_depends_on_the_thing_and_on_its_permissions(construct_synth: ConstructSynth) -> None:
     s = construct_synth
     tunnel = s.template("Minimal")["Resources"][s.id("Minimal.Tunnel")]
-    # Opened after the thing exists, closed before it goes; the policy outlives every event.
-    assert set(tunnel["DependsOn"]) == {s.id("Minimal.Thing"), s.id("Minimal.Role"), s.id("Minimal.Policy")}
+    # Opened after the thing exists, closed before it goes: through the Ref, with no redundant
+    # DependsOn (cfn-lint W3005 on a consumer's template); the policy outlives every event.
+    assert tunnel["Properties"]["DestinationConfig"]["ThingName"] == ref(s.id("Minimal.Thing"))
+    assert set(tunnel["DependsOn"]) == {s.id("Minimal.Role"), s.id("Minimal.Policy")}
 
 
 def test_minimal_handler_policy_is_exactly_least_privilege(construct_synth: ConstructSynth) -> None:
@@ -492,7 +495,8 @@ def test_handler_construct_id_taken_by_something_else() -> None:
     import aws_cdk as cdk
     from constructs import Construct
 
-    from cdk_iot_secure_tunnel import HANDLER_CONSTRUCT_ID, SecureTunnel
+    from cdk_iot_secure_tunnel import SecureTunnel
+    from cdk_iot_secure_tunnel.handler_function import HANDLER_CONSTRUCT_ID
 
     stack = cdk.Stack(cdk.App(context={"aws:cdk:bundling-stacks": []}), "S")
     Construct(stack, HANDLER_CONSTRUCT_ID)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from cdk_iot_secure_tunnel.acknowledgments import TOKEN_SECRET_ROTATION
-from tests.cdk_helpers import Assembly, ConstructSynth, partition_arn, resources_of_type
+from tests.cdk_helpers import Assembly, ConstructSynth, partition_arn, resources_of_type, rotation_permissions
 from tests.synth_fixtures import DEVICE_CERTIFICATE_ARN
 
 
@@ -33,15 +33,6 @@ def _every_schedule(*assemblies: Assembly) -> Iterator[tuple[dict[str, Any], dic
     for _, template in _every_template(*assemblies):
         for schedule in resources_of_type(template, "AWS::SecretsManager::RotationSchedule").values():
             yield template, schedule
-
-
-def _rotation_permissions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The template's invoke permissions for Secrets Manager, by logical id."""
-    return {
-        logical_id: permission["Properties"]
-        for logical_id, permission in resources_of_type(template, "AWS::Lambda::Permission").items()
-        if permission["Properties"]["Principal"] == "secretsmanager.amazonaws.com"
-    }
 
 
 @pytest.mark.parametrize("stack", ["Minimal", "Operator"])
@@ -80,37 +71,45 @@ def test_every_rotation_schedule_waits_for_the_invoke_permission(
     """Secrets Manager tests the rotation function when the schedule is created: it must be
     allowed to invoke it by then."""
     found = list(_every_schedule(construct_synth.assembly, cli_assembly))
-    # Minimal, Tokens, Operator and the demo: two token secrets each; Full: three.
-    assert len(found) == 11
+    # Minimal, Tokens, Operator and the demo: two token secrets each; Full: three; Named: six.
+    assert len(found) == 17
     for template, schedule in found:
-        (permission,) = [
+        # Exactly one permission of the function; which one serves the secret:
+        # tests/test_construct_naming.py.
+        waits_for = [
             logical_id
-            for logical_id, p in _rotation_permissions(template).items()
+            for logical_id, p in rotation_permissions(template).items()
             if p["FunctionName"] == schedule["Properties"]["RotationLambdaARN"]
+            and logical_id in schedule["DependsOn"]
         ]
-        assert permission in schedule["DependsOn"], schedule
+        assert len(waits_for) == 1, schedule
 
 
 def test_every_secrets_manager_permission_is_for_this_account_and_the_providers_for_its_prefix(
     construct_synth: ConstructSynth, cli_assembly: Assembly
 ) -> None:
     """SourceAccount everywhere (no other account's secret may use the handler); the provider's
-    also names the secrets of its prefix. A stack's names no secret: one statement per secret
-    would outgrow Lambda's 20 KB function policy at about 19 tunnels (the binding check in the
-    handler keeps other secrets from drawing a tunnel's tokens: tests/test_binding.py)."""
+    also names the secrets of its prefix, and so does a stack's for each secret name prefix.
+    Secrets with generated names share one permission that names no secret: one statement per
+    secret would outgrow Lambda's 20 KB function policy at about 19 tunnels (the binding check in
+    the handler keeps other secrets from drawing a tunnel's tokens: tests/test_binding.py)."""
     checked = 0
     for stack, template in _every_template(construct_synth.assembly, cli_assembly):
-        permissions = _rotation_permissions(template)
+        permissions = rotation_permissions(template)
         assert all(p["SourceAccount"] == {"Ref": "AWS::AccountId"} for p in permissions.values()), stack
-        if resources_of_type(template, "AWS::SecretsManager::Secret"):
-            assert len(permissions) == 1 and all("SourceArn" not in p for p in permissions.values()), stack
-        else:
-            assert all("secret:iot-secure-tunnel/*" in str(p["SourceArn"]) for p in permissions.values()), (
-                stack
-            )
+        secrets = resources_of_type(template, "AWS::SecretsManager::Secret").values()
+        prefixes = {
+            s["Properties"]["Name"].rpartition("/")[0] + "/" for s in secrets if "Name" in s["Properties"]
+        } or ({"iot-secure-tunnel/"} if not secrets else set())
+        generated = any("Name" not in s["Properties"] for s in secrets)
+        named = sorted(str(p["SourceArn"]) for p in permissions.values() if "SourceArn" in p)
+        assert len(named) == len(prefixes), stack
+        assert all(any(f"secret:{prefix}*" in arn for arn in named) for prefix in prefixes), stack
+        assert sum("SourceArn" not in p for p in permissions.values()) == int(generated), stack
         checked += len(permissions)
-    # Minimal, Full, Tokens, Operator and the demo: one each; the app's provider and the narrowed one.
-    assert checked == 7
+    # Minimal, Full, Tokens, Operator and the demo: one each; Named: three (two prefixes and the
+    # generated names); the app's provider and the narrowed one.
+    assert checked == 10
 
 
 def test_every_token_secret_acknowledges_on_demand_rotation(construct_synth: ConstructSynth) -> None:
@@ -133,6 +132,11 @@ def test_every_token_secret_acknowledges_on_demand_rotation(construct_synth: Con
             ),
             "Tokens": ("Tunnel/SourceTokenSecret", "Tunnel/DestinationTokenSecret"),
             "Operator": ("Tunnel/SourceTokenSecret", "Tunnel/DestinationTokenSecret"),
+            "Named": tuple(
+                f"{tunnel}/{side}TokenSecret"
+                for tunnel in ("Lab", "Field", "Generated")
+                for side in ("Source", "Destination")
+            ),
         }.items()
         for path in paths
     }

@@ -42,27 +42,27 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("thing-space", {"thing": "my device"}, "1-128 characters of [a-zA-Z0-9:_-]"),
     ("thing-129-chars", {"thing": "d" * 129}, "1-128 characters of [a-zA-Z0-9:_-]"),
     ("thing-slash", {"thing": "site/device"}, "1-128 characters of [a-zA-Z0-9:_-]"),
-    ("services-empty", {"services": []}, "1 to 3 unique service names"),
-    ("services-four", {"services": ["SSH", "RDP", "HTTP", "VNC"]}, "1 to 3 unique service names"),
-    ("services-duplicate", {"services": ["SSH", "SSH"]}, "1 to 3 unique service names"),
+    ("services-empty", {"services": []}, "(e.g. ['SSH']); got none"),
+    (
+        "services-four",
+        {"services": ["SSH", "RDP", "HTTP", "VNC"]},
+        "(e.g. ['SSH']); got 4 given, at most 3",
+    ),
+    ("services-duplicate", {"services": ["SSH", "RDP", "SSH"]}, "got duplicate 'SSH'"),
     ("services-bad-char", {"services": ["SSH 22"]}, "[a-zA-Z0-9:_-]"),
     ("services-empty-name", {"services": [""]}, "1-128 characters"),
     ("services-long-name", {"services": ["S" * 129]}, "1-128 characters"),
-    ("services-a-string", {"services": "SSH"}, "a list of 1 to 3"),
-    ("services-not-strings", {"services": [22]}, "service names"),
     ("description-empty", {"description": ""}, "1-2048 characters with no control characters"),
     ("description-2049", {"description": "d" * 2049}, "1-2048 characters"),
     ("description-newline", {"description": "line one\nline two"}, "no control characters"),
     ("description-tab", {"description": "a\tb"}, "no control characters"),
     ("description-zero-width", {"description": "a\u200bb"}, "no control characters"),
-    ("description-not-text", {"description": 42}, "1-2048 characters"),
     ("lifetime-zero", {"max_lifetime": cdk.Duration.minutes(0)}, "from 1 minute to 12 hours"),
     ("lifetime-59-seconds", {"max_lifetime": cdk.Duration.seconds(59)}, "from 1 minute to 12 hours"),
     ("lifetime-721-minutes", {"max_lifetime": cdk.Duration.minutes(721)}, "from 1 minute to 12 hours"),
     ("lifetime-13-hours", {"max_lifetime": cdk.Duration.hours(13)}, "from 1 minute to 12 hours"),
     ("lifetime-2-days", {"max_lifetime": cdk.Duration.days(2)}, "from 1 minute to 12 hours"),
     ("lifetime-90-seconds", {"max_lifetime": cdk.Duration.seconds(90)}, "whole minutes"),
-    ("lifetime-an-int", {"max_lifetime": 60}, "a Duration"),
     (
         "tags-197",
         {"tags": {f"k{i}": "v" for i in range(197)}},
@@ -77,9 +77,6 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("tags-aws-prefix-upper", {"tags": {"AWS:team": "v"}}, "no key starting with 'aws:'"),
     ("tags-owner-key", {"tags": {"iot-secure-tunnel:owner": "me"}}, "'iot-secure-tunnel:'"),
     ("tags-request-id-key", {"tags": {"iot-secure-tunnel:request-id": "x"}}, "'iot-secure-tunnel:'"),
-    ("tags-not-a-mapping", {"tags": [("team", "v")]}, "a mapping"),
-    ("tags-value-not-text", {"tags": {"team": 1}}, "values are 0-256"),
-    ("rotation-trigger-not-text", {"rotation_trigger": 7}, "a string"),
     *(
         (f"certificate-{case}", {"device_certificate_arn": arn}, CERTIFICATE_RULE)
         for case, arn in [
@@ -95,9 +92,21 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
             ("acm", "arn:aws:acm:eu-west-1:123456789012:certificate/12345678-1234-1234-1234-123456789012"),
             ("no-account", f"arn:aws:iot:eu-west-1::cert/{CERTIFICATE_ID}"),
             ("no-region", f"arn:aws:iot::123456789012:cert/{CERTIFICATE_ID}"),
-            ("not-text", 42),
         ]
     ),
+]
+
+
+WRONG_TYPES: list[tuple[str, dict[str, Any], str]] = [
+    # (case id, arguments, the rule the message must state): a TypeError
+    ("services-a-string", {"services": "SSH"}, "a list of 1 to 3"),
+    ("services-not-strings", {"services": [22]}, "service names"),
+    ("description-not-text", {"description": 42}, "1-2048 characters"),
+    ("lifetime-an-int", {"max_lifetime": 60}, "a Duration"),
+    ("tags-not-a-mapping", {"tags": [("team", "v")]}, "a mapping"),
+    ("tags-value-not-text", {"tags": {"team": 1}}, "values are 0-256"),
+    ("rotation-trigger-not-text", {"rotation_trigger": 7}, "a string"),
+    ("certificate-not-text", {"device_certificate_arn": 42}, CERTIFICATE_RULE),
 ]
 
 
@@ -107,6 +116,17 @@ def test_bad_value_fails_at_synth_naming_the_argument_and_the_rule(
 ) -> None:
     (argument,) = arguments
     with pytest.raises(ValueError, match=re.escape(f"SecureTunnel argument '{argument}' must be")) as failure:
+        tunnel(stack, **arguments)
+    assert rule in str(failure.value)
+    assert len(stack.node.children) == 0, "a rejected SecureTunnel must add nothing to the stack"
+
+
+@pytest.mark.parametrize(("arguments", "rule"), [c[1:] for c in WRONG_TYPES], ids=[c[0] for c in WRONG_TYPES])
+def test_wrong_type_fails_at_synth_with_a_type_error_naming_the_argument(
+    stack: cdk.Stack, arguments: dict[str, Any], rule: str
+) -> None:
+    (argument,) = arguments
+    with pytest.raises(TypeError, match=re.escape(f"SecureTunnel argument '{argument}' must be")) as failure:
         tunnel(stack, **arguments)
     assert rule in str(failure.value)
     assert len(stack.node.children) == 0, "a rejected SecureTunnel must add nothing to the stack"
@@ -233,7 +253,6 @@ GROUP_RULE = (
 
 BAD_THING_GROUP_ARNS: list[tuple[str, Any]] = [
     ("empty", []),
-    ("a-string", f"{GROUP_PREFIX}gateways"),
     ("thing", ["arn:aws:iot:eu-west-1:123456789012:thing/gateway-1"]),
     ("no-name", [GROUP_PREFIX]),
     ("space", [f"{GROUP_PREFIX}field gateways"]),
@@ -245,8 +264,18 @@ BAD_THING_GROUP_ARNS: list[tuple[str, Any]] = [
     ("other-service", ["arn:aws:iam::123456789012:group/gateways"]),
     ("name-only", ["gateways"]),
     ("one-bad-of-two", [f"{GROUP_PREFIX}gateways", "gateways"]),
-    ("not-text", [42]),
 ]
+
+
+@pytest.mark.parametrize("thing_group_arns", [f"{GROUP_PREFIX}gateways", [42]], ids=["a-string", "not-text"])
+def test_thing_group_arns_of_a_wrong_type_fail_with_a_type_error(thing_group_arns: Any) -> None:
+    app = cdk.App(context={"aws:cdk:bundling-stacks": []})
+    with pytest.raises(
+        TypeError, match=re.escape("SecureTunnelProviderStack argument 'thing_group_arns' must be")
+    ) as bad:
+        SecureTunnelProviderStack(app, "Provider", thing_group_arns=thing_group_arns)
+    assert GROUP_RULE in str(bad.value)
+    assert app.node.try_find_child("Provider") is None
 
 
 @pytest.mark.parametrize(

@@ -32,16 +32,19 @@ developer guide ("Controlling access to tunnels"):
 - CloudWatch Logs on the function's own log group only; no managed policies.
 
 What invokes the function: the custom resources (through the service token), and Secrets
-Manager (``AWS::Lambda::Permission``, always with ``SourceAccount``). The provider stack's
-permission also names the secrets of the documented name prefix (``SourceArn``). A stack's does
-not name each token secret: one statement per secret would outgrow Lambda's 20 KB function
-policy at about 19 tunnels (docs/aws-semantics.md). What keeps another secret of the account
-from drawing a tunnel's tokens is the handler's binding check instead: createSecret rotates a
-tunnel only into a secret the tunnel was opened for.
+Manager (``AWS::Lambda::Permission``, always with ``SourceAccount``). Secrets named with a prefix
+(the provider stack's documented ``iot-secure-tunnel/``, a tunnel's ``secret_name_prefix``) are
+served by one permission per prefix that names them (``SourceArn`` = ``secret:<prefix>*``).
+Secrets with generated names are served by one permission for the account: one ``SourceArn``
+statement per secret would outgrow Lambda's 20 KB function policy at about 19 tunnels
+(docs/aws-semantics.md). Whatever the permission, what keeps another secret of the account from
+drawing a tunnel's tokens is the handler's binding check: createSecret rotates a tunnel only into
+a secret the tunnel was opened for.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from aws_cdk import ArnFormat, Aws, Duration, RemovalPolicy, Stack, Tags
@@ -235,27 +238,43 @@ class SecureTunnelHandler(Construct):
         if encryption_key is not None:
             self._add(self._keys, encryption_key.key_arn)
 
-    def allow_rotation_by_secrets_manager(self, secret_arn: str | None = None) -> lambda_.CfnPermission:
+    def allow_rotation_by_secrets_manager(
+        self, secret_name_prefix: str | None = None
+    ) -> lambda_.CfnPermission:
         """Let Secrets Manager invoke the function to rotate secrets of this account only
-        (``SourceAccount``), and of ``secret_arn`` only if given (``SourceArn``).
+        (``SourceAccount``) and, given ``secret_name_prefix``, only secrets named with it
+        (``SourceArn``).
 
-        :param secret_arn: an ARN pattern (``*`` and ``?`` match as in ``ArnLike``) of the secrets
-            to rotate. Default: None, any secret of the account (see the module docstring).
-        :returns: the function's one permission for Secrets Manager (created on first use, as
-            the function's child :data:`ROTATION_PERMISSION_ID`), which a rotation schedule must
-            depend on.
+        :param secret_name_prefix: the name prefix of the secrets to rotate. Default: None, any
+            secret of the account (see the module docstring).
+        :returns: the function's one permission for Secrets Manager per prefix (created on first
+            use, as the function's child :data:`ROTATION_PERMISSION_ID`, followed by a digest of
+            the prefix if any), which a rotation schedule must depend on.
         """
-        existing = self.function.node.try_find_child(ROTATION_PERMISSION_ID)
+        construct_id = ROTATION_PERMISSION_ID
+        if secret_name_prefix is not None:
+            digest = hashlib.sha256(secret_name_prefix.encode()).hexdigest()[:8].upper()
+            construct_id = f"{ROTATION_PERMISSION_ID}{digest}"
+        existing = self.function.node.try_find_child(construct_id)
         if isinstance(existing, lambda_.CfnPermission):
             return existing
         return lambda_.CfnPermission(
             self.function,
-            ROTATION_PERMISSION_ID,
+            construct_id,
             action="lambda:InvokeFunction",
             function_name=self.function.function_arn,
             principal=SECRETS_MANAGER,
             source_account=Aws.ACCOUNT_ID,
-            source_arn=secret_arn,
+            source_arn=None if secret_name_prefix is None else self._secrets_named(secret_name_prefix),
+        )
+
+    def _secrets_named(self, secret_name_prefix: str) -> str:
+        """The ARN pattern of this account's and region's secrets whose name starts with the prefix."""
+        return Stack.of(self).format_arn(
+            service="secretsmanager",
+            resource="secret",
+            resource_name=f"{secret_name_prefix}*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
 
     def authorize_by_convention(
@@ -284,12 +303,7 @@ class SecureTunnelHandler(Construct):
         """
         stack = Stack.of(self)
         things = stack.format_arn(service="iot", resource="thing", resource_name=f"{thing_name_prefix}*")
-        secrets = stack.format_arn(
-            service="secretsmanager",
-            resource="secret",
-            resource_name=f"{secret_name_prefix}*",
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-        )
+        secrets = self._secrets_named(secret_name_prefix)
         self._add(self._open, things)
         self._add(self._rotate_to_things, things)
         if thing_group_arns is not None:
@@ -310,7 +324,7 @@ class SecureTunnelHandler(Construct):
                 },
             )
         )
-        self.allow_rotation_by_secrets_manager(secrets)
+        self.allow_rotation_by_secrets_manager(secret_name_prefix)
         acknowledge(
             self.role.node.find_child("DefaultPolicy"),
             *provider_wildcards(secret_name_prefix, stack.resolve(thing_name_prefix)),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from aws_cdk import (
+    CfnOutput,
     CustomResource,
     Duration,
     RemovalPolicy,
@@ -23,12 +25,15 @@ from .device_policy import DeviceNotifyPolicy
 from .handler_function import SecureTunnelHandler
 from .token_rotation import attach_rotation
 from .validation import (
+    DESTINATION_SECRET_NAME_SUFFIX,
+    SOURCE_SECRET_NAME_SUFFIX,
     is_unresolved,
     lifetime_minutes,
     validate_description,
     validate_device_certificate_arn,
     validate_encryption_key,
     validate_rotation_trigger,
+    validate_secret_name_prefix,
     validate_services,
     validate_tags,
     validate_thing_name,
@@ -41,6 +46,23 @@ PENDING_SECRET_VALUE = json.dumps({"status": "pending"})
 #: How long CloudFormation waits for the handler's answer before it fails the operation. The
 #: handler answers within its 5 minute timeout; this leaves room for Lambda's own retries.
 SERVICE_TIMEOUT = Duration.minutes(15)
+
+
+class _TokenSide(NamedTuple):
+    """One side of the tunnel, as its token secret is created and named."""
+
+    construct_id: str
+    mode: str
+    use: str
+    name_suffix: str
+
+
+_SOURCE = _TokenSide(
+    "SourceTokenSecret", "source", "operator side, for localproxy -s", SOURCE_SECRET_NAME_SUFFIX
+)
+_DESTINATION = _TokenSide(
+    "DestinationTokenSecret", "destination", "device side, for localproxy -d", DESTINATION_SECRET_NAME_SUFFIX
+)
 
 _VALUE_DESCRIPTION = (
     "JSON with tunnelId, tunnelArn, clientMode, accessToken, region, thingName, services and "
@@ -61,11 +83,16 @@ class SecureTunnel(Construct):
     ``description`` or ``max_lifetime`` opens a new tunnel; stack delete closes it (before the
     thing goes).
 
+    With ``secret_name_prefix`` the secrets have predictable names (``<prefix>source-token``,
+    ``<prefix>destination-token``); with ``outputs=True`` the stack outputs name the tunnel and
+    its secrets (a library adds no outputs uninvited).
+
     :ivar tunnel_id: the tunnel id (``Ref`` of the custom resource).
     :ivar tunnel_arn: the tunnel ARN (``Fn::GetAtt TunnelArn``).
     :ivar thing_name: the name of the thing the tunnel reaches.
     :ivar source_token_secret: the secret that holds the source access token.
     :ivar destination_token_secret: the secret that holds the destination access token, or None.
+    :ivar secret_name_prefix: the secrets' name prefix, or None for generated names.
     :ivar resource: the ``Custom::IoTSecureTunnel`` custom resource.
     :ivar handler: the stack's handler function construct.
     :ivar device_policy: the device's tunnel notification policy, or None.
@@ -87,6 +114,8 @@ class SecureTunnel(Construct):
         removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
         device_policy: bool = False,
         device_certificate_arn: str | None = None,
+        secret_name_prefix: str | None = None,
+        outputs: bool = False,
     ) -> None:
         """Open a secure tunnel to ``thing``.
 
@@ -121,6 +150,14 @@ class SecureTunnel(Construct):
         :param device_certificate_arn: ARN of the device's IoT certificate,
             ``arn:<partition>:iot:<region>:<account>:cert/<64 lowercase hex digits>``; the device
             policy is attached to it (implies ``device_policy``). Default: None.
+        :param secret_name_prefix: name the secrets ``<prefix>source-token`` and
+            ``<prefix>destination-token`` (1-495 characters of ``[A-Za-z0-9/_+=.@-]``, e.g.
+            ``iot-secure-tunnel/my-device/``), unique per tunnel; Secrets Manager may then invoke
+            the handler only for secrets named with the prefix. Changing it replaces the secrets
+            and opens a new tunnel bound to them. Default: None (names that CloudFormation
+            generates, and Secrets Manager may invoke the handler for any secret of the account).
+        :param outputs: add stack outputs with the tunnel's id and ARN, the thing's name and the
+            secrets' ARNs (never a token). Default: False.
         :raises ValueError: an argument is outside the allowed values (the message names it).
         :raises TypeError: an argument has the wrong type.
         """
@@ -136,7 +173,12 @@ class SecureTunnel(Construct):
         validate_encryption_key(encryption_key)
         validate_rotation_trigger(rotation_trigger)
         validate_device_certificate_arn(device_certificate_arn)
+        validate_secret_name_prefix(secret_name_prefix)
+        _check_prefix_is_free(scope, secret_name_prefix)
+        if not isinstance(outputs, bool):
+            raise TypeError(f"SecureTunnel argument 'outputs' must be True or False; got {outputs!r}")
         super().__init__(scope, construct_id)
+        self.secret_name_prefix = secret_name_prefix
 
         stack = Stack.of(self)
         if isinstance(thing, iot.CfnThing):
@@ -146,17 +188,9 @@ class SecureTunnel(Construct):
             self.thing_name = thing
             thing_arn = stack.format_arn(service="iot", resource="thing", resource_name=thing)
 
-        source_secret = self._token_secret(
-            "SourceTokenSecret", "source", "operator side, for localproxy -s", encryption_key, removal_policy
-        )
+        source_secret = self._token_secret(_SOURCE, encryption_key, removal_policy)
         destination_secret = (
-            self._token_secret(
-                "DestinationTokenSecret",
-                "destination",
-                "device side, for localproxy -d",
-                encryption_key,
-                removal_policy,
-            )
+            self._token_secret(_DESTINATION, encryption_key, removal_policy)
             if create_destination_secret
             else None
         )
@@ -189,17 +223,15 @@ class SecureTunnel(Construct):
             service_timeout=SERVICE_TIMEOUT,
             properties=properties,
         )
-        # Opened after the thing exists and closed before it is deleted; the handler's
-        # permissions exist before the first event and stay until the last.
-        if isinstance(thing, iot.CfnThing):
-            self.resource.node.add_dependency(thing)
+        # The handler's permissions exist before the first event and stay until the last. (The
+        # tunnel opens after a CfnThing and closes before it through the Ref in its properties.)
         self.resource.node.add_dependency(self.handler.role)
 
         self.tunnel_id: str = self.resource.ref
         self.tunnel_arn: str = self.resource.get_att_string("TunnelArn")
 
         for secret in secrets:
-            attach_rotation(secret, self.handler, self.resource)
+            attach_rotation(secret, self.handler, self.resource, secret_name_prefix)
         self.device_policy: DeviceNotifyPolicy | None = (
             DeviceNotifyPolicy(
                 self, "DevicePolicy", thing_name=self.thing_name, certificate_arn=device_certificate_arn
@@ -207,27 +239,48 @@ class SecureTunnel(Construct):
             if device_policy or device_certificate_arn is not None
             else None
         )
+        if outputs:
+            self._add_outputs()
 
     def _token_secret(
-        self,
-        construct_id: str,
-        mode: str,
-        side: str,
-        encryption_key: kms.IKey | None,
-        removal_policy: RemovalPolicy,
+        self, side: _TokenSide, encryption_key: kms.IKey | None, removal_policy: RemovalPolicy
     ) -> secretsmanager.Secret:
-        secret = secretsmanager.Secret(
+        name = None if self.secret_name_prefix is None else f"{self.secret_name_prefix}{side.name_suffix}"
+        return secretsmanager.Secret(
             self,
-            construct_id,
+            side.construct_id,
+            secret_name=name,
             description=(
-                f"Access token ({mode}; {side}) of the IoT secure tunnel {self.node.path}: "
+                f"Access token ({side.mode}; {side.use}) of the IoT secure tunnel {self.node.path}: "
                 f"{_VALUE_DESCRIPTION}"
             ),
             encryption_key=encryption_key,
             secret_string_value=SecretValue.unsafe_plain_text(PENDING_SECRET_VALUE),
             removal_policy=removal_policy,
         )
-        return secret
+
+    def _add_outputs(self) -> None:
+        """Outputs that name the tunnel and its secrets, never a token."""
+        CfnOutput(
+            self, "TunnelId", value=self.tunnel_id, description=f"Id of the secure tunnel {self.node.path}"
+        )
+        CfnOutput(
+            self, "TunnelArn", value=self.tunnel_arn, description=f"ARN of the secure tunnel {self.node.path}"
+        )
+        CfnOutput(self, "ThingName", value=self.thing_name, description="The IoT thing the tunnel reaches")
+        CfnOutput(
+            self,
+            "SourceTokenSecretArn",
+            value=self.source_token_secret.secret_arn,
+            description="Secret with the source (operator) token: secure-tunnel connect --secret-id <this>",
+        )
+        if self.destination_token_secret is not None:
+            CfnOutput(
+                self,
+                "DestinationTokenSecretArn",
+                value=self.destination_token_secret.secret_arn,
+                description="Secret with the destination (device) token",
+            )
 
     def grant_read_source_token(self, grantee: iam.IGrantable) -> iam.Grant:
         """Let ``grantee`` read the source access token (GetSecretValue, DescribeSecret, and KMS
@@ -243,19 +296,21 @@ class SecureTunnel(Construct):
         for ``lambda:InvokeFunction`` on the rotation function).
 
         :param grantee: the principal to grant, e.g. an operator role.
+        :returns: one grant that combines the three (read, rotate, invoke).
         """
-        self.grant_read_source_token(grantee)
-        # The function itself, not grant_invoke's extra "<arn>:*" (every version and alias).
-        iam.Grant.add_to_principal(
-            grantee=grantee,
-            actions=["lambda:InvokeFunction"],
-            resource_arns=[self.handler.function.function_arn],
-        )
-        return iam.Grant.add_to_principal(
+        read = self.grant_read_source_token(grantee)
+        rotate = iam.Grant.add_to_principal(
             grantee=grantee,
             actions=["secretsmanager:RotateSecret"],
             resource_arns=[self.source_token_secret.secret_arn],
         )
+        # The function itself, not grant_invoke's extra "<arn>:*" (every version and alias).
+        invoke = iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["lambda:InvokeFunction"],
+            resource_arns=[self.handler.function.function_arn],
+        )
+        return read.combine(rotate).combine(invoke)
 
     def grant_read_destination_token(self, grantee: iam.IGrantable) -> iam.Grant:
         """Let ``grantee`` read the destination access token.
@@ -285,3 +340,15 @@ def _lifetime_property(minutes: int | None, max_lifetime: Duration | None) -> st
     if token is None or not is_unresolved(token):
         raise ValueError(f"SecureTunnel argument 'max_lifetime' could not be resolved; got {max_lifetime!r}")
     return Tokenization.stringify_number(token)
+
+
+def _check_prefix_is_free(scope: Construct, secret_name_prefix: str | None) -> None:
+    """Two tunnels of one stack with one prefix would name two secrets alike: refuse at synth time."""
+    if secret_name_prefix is None or is_unresolved(secret_name_prefix):
+        return
+    for other in Stack.of(scope).node.find_all():
+        if isinstance(other, SecureTunnel) and other.secret_name_prefix == secret_name_prefix:
+            raise ValueError(
+                f"SecureTunnel argument 'secret_name_prefix' must be unique per tunnel; got "
+                f"{secret_name_prefix!r}, already used by {other.node.path}"
+            )

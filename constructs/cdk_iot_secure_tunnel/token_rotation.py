@@ -20,15 +20,19 @@ from .handler_function import SecureTunnelHandler
 
 
 def attach_rotation(
-    secret: secretsmanager.Secret, handler: SecureTunnelHandler, tunnel: CustomResource
+    secret: secretsmanager.Secret,
+    handler: SecureTunnelHandler,
+    tunnel: CustomResource,
+    secret_name_prefix: str | None = None,
 ) -> secretsmanager.CfnRotationSchedule:
-    """Let the handler rotate ``secret`` on demand (Secrets Manager may invoke it for this
-    account's secrets; the handler rotates a tunnel only into a secret it is bound to).
+    """Let the handler rotate ``secret`` on demand (Secrets Manager may invoke it for the secrets
+    of ``secret_name_prefix`` or, without one, for this account's secrets; the handler rotates a
+    tunnel only into a secret it is bound to).
 
     The L1 resource is used on purpose: the L2 ``add_rotation_schedule`` also grants the function
     ``secretsmanager:GetRandomPassword`` on ``*``, which this handler never needs.
     """
-    permission = handler.allow_rotation_by_secrets_manager()
+    permission = handler.allow_rotation_by_secrets_manager(secret_name_prefix)
     schedule = secretsmanager.CfnRotationSchedule(
         secret,
         "Rotation",

@@ -2,9 +2,10 @@
 
 The limits are those of the IoT Secure Tunneling API (botocore model ``iotsecuretunneling``) and
 of the ``Custom::IoTSecureTunnel`` handler, which adds four tags of its own to every tunnel.
-Every check raises :class:`ValueError` (or :class:`TypeError` for a wrong type) with a message
-that names the argument and the allowed values. Values that are unresolved CDK tokens are only
-known at deploy time: they are not checked here (the handler checks them then).
+Every check raises :class:`TypeError` for a value of the wrong type and :class:`ValueError` for a
+value outside the allowed ones, with a message that names the argument and the allowed values.
+Values that are unresolved CDK tokens are only known at deploy time: they are not checked here
+(the handler checks them then).
 """
 
 from __future__ import annotations
@@ -36,6 +37,17 @@ MIN_LIFETIME_MINUTES = 1
 MAX_LIFETIME_MINUTES = 720
 MAX_DESCRIPTION_LENGTH = 2048
 
+#: Names of the token secrets under ``secret_name_prefix``: ``<prefix>source-token`` and
+#: ``<prefix>destination-token``. Neither ends in a hyphen and six characters, which Secrets
+#: Manager would take for the random suffix of a partial ARN (CreateSecret, ``Name``).
+SOURCE_SECRET_NAME_SUFFIX = "source-token"  # noqa: S105 - a name, not a secret
+DESTINATION_SECRET_NAME_SUFFIX = "destination-token"  # noqa: S105 - a name, not a secret
+#: Characters and length of a secret name (Secrets Manager API reference, CreateSecret ``Name``).
+SECRET_NAME_CHARACTERS = "A-Za-z0-9/_+=.@-"  # noqa: S105 - a character class, not a secret
+MAX_SECRET_NAME_LENGTH = 512
+MAX_SECRET_NAME_PREFIX_LENGTH = MAX_SECRET_NAME_LENGTH - len(DESTINATION_SECRET_NAME_SUFFIX)
+_SECRET_NAME_PREFIX_RE = re.compile(f"[{SECRET_NAME_CHARACTERS}]{{1,{MAX_SECRET_NAME_PREFIX_LENGTH}}}")
+
 #: Characters and length of thing, thing group and service names (botocore models ``iot``,
 #: ``iotsecuretunneling``).
 NAME_CHARACTERS = "a-zA-Z0-9:_-"
@@ -60,15 +72,23 @@ def is_unresolved(value: Any) -> bool:
 
 
 def _fail(argument: str, rule: str, value: Any, owner: str = "SecureTunnel") -> ValueError:
-    return ValueError(f"{owner} argument '{argument}' must be {rule}; got {value!r}")
+    """A value outside the allowed ones: names the argument, the rule and the value."""
+    return ValueError(_message(argument, rule, repr(value), owner))
+
+
+def _wrong_type(argument: str, rule: str, value: Any, owner: str = "SecureTunnel") -> TypeError:
+    """A value of the wrong type: names the argument, the rule and the value's type."""
+    return TypeError(_message(argument, rule, f"{value!r} ({type(value).__name__})", owner))
+
+
+def _message(argument: str, rule: str, got: str, owner: str) -> str:
+    return f"{owner} argument '{argument}' must be {rule}; got {got}"
 
 
 def validate_thing_name(name: str) -> None:
     """The thing name, as IoT Secure Tunneling accepts it: 1-128 characters of ``[a-zA-Z0-9:_-]``."""
     if not isinstance(name, str):
-        raise TypeError(
-            f"SecureTunnel argument 'thing' must be an aws_iot.CfnThing or a thing name; got {name!r}"
-        )
+        raise _wrong_type("thing", "an aws_iot.CfnThing or a thing name", name)
     if is_unresolved(name):
         return
     if not _NAME_RE.fullmatch(name):
@@ -79,19 +99,24 @@ def validate_services(services: Sequence[str]) -> tuple[str, ...]:
     """1 to 3 unique service names (e.g. ``SSH``, ``RDP``, ``HTTP``) of 1-128 ``[a-zA-Z0-9:_-]``."""
     rule = f"a list of 1 to {MAX_SERVICES} unique service names of {_NAME_RULE} (e.g. ['SSH'])"
     if isinstance(services, str | bytes) or not isinstance(services, Sequence):
-        raise _fail("services", rule, services)
+        raise _wrong_type("services", rule, services)
     names = tuple(services)
     if is_unresolved(list(names)):  # a list token, e.g. a CommaDelimitedList parameter
         return names
-    if not 1 <= len(names) <= MAX_SERVICES:
-        raise _fail("services", rule, list(names))
+    if not names:
+        raise ValueError(_message("services", rule, "none", "SecureTunnel"))
+    if len(names) > MAX_SERVICES:
+        raise ValueError(
+            _message("services", rule, f"{len(names)} given, at most {MAX_SERVICES}", "SecureTunnel")
+        )
     for name in names:
         if not isinstance(name, str):
-            raise _fail("services", rule, list(names))
+            raise _wrong_type("services", rule, name)
         if not is_unresolved(name) and not _NAME_RE.fullmatch(name):
-            raise _fail("services", rule, list(names))
-    if len(set(names)) != len(names):
-        raise _fail("services", rule, list(names))
+            raise _fail("services", rule, name)
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(_message("services", rule, f"duplicate {duplicates[0]!r}", "SecureTunnel"))
     return names
 
 
@@ -106,7 +131,7 @@ def validate_description(description: str | None) -> None:
         return
     rule = f"1-{MAX_DESCRIPTION_LENGTH} characters with no control characters"
     if not isinstance(description, str):
-        raise _fail("description", rule, description)
+        raise _wrong_type("description", rule, description)
     if not 1 <= len(description) <= MAX_DESCRIPTION_LENGTH or has_control_character(description):
         shown = description if len(description) <= 80 else f"{description[:40]}... ({len(description)} chars)"
         raise _fail("description", rule, shown)
@@ -121,7 +146,7 @@ def lifetime_minutes(max_lifetime: Duration | None) -> int | None:
         f"to {MAX_LIFETIME_MINUTES // 60} hours (e.g. Duration.hours(2))"
     )
     if not isinstance(max_lifetime, Duration):
-        raise _fail("max_lifetime", rule, max_lifetime)
+        raise _wrong_type("max_lifetime", rule, max_lifetime)
     if is_unresolved(max_lifetime):
         return None
     seconds = float(max_lifetime.to_seconds(integral=False))
@@ -141,30 +166,32 @@ def validate_tags(tags: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]
     if tags is None:
         return ()
     if not isinstance(tags, Mapping):
-        raise _fail("tags", "a mapping of tag keys to values", tags)
+        raise _wrong_type("tags", "a mapping of tag keys to values", tags)
     if len(tags) > MAX_USER_TAGS:
         handler_tags = f"the handler adds {HANDLER_TAG_COUNT} of the API's {MAX_TUNNEL_TAGS}"
         rule = f"at most {MAX_USER_TAGS} tags ({handler_tags})"
         raise _fail("tags", rule, f"{len(tags)} tags")
+    key_rule = f"a mapping whose keys are 1-128 {_TAG_TEXT_RULE}"
+    value_rule = f"a mapping whose values are 0-256 {_TAG_TEXT_RULE}"
     for key, value in tags.items():
-        if not isinstance(key, str) or not (
-            is_unresolved(key) or (1 <= len(key) <= 128 and _is_tag_text(key))
-        ):
-            raise _fail("tags", f"a mapping whose keys are 1-128 {_TAG_TEXT_RULE}", key)
+        if not isinstance(key, str):
+            raise _wrong_type("tags", key_rule, key)
+        if not (is_unresolved(key) or (1 <= len(key) <= 128 and _is_tag_text(key))):
+            raise _fail("tags", key_rule, key)
         if not is_unresolved(key) and key.lower().startswith(RESERVED_TAG_PREFIXES):
             reserved = " or ".join(repr(p) for p in RESERVED_TAG_PREFIXES)
             raise _fail("tags", f"a mapping with no key starting with {reserved} (reserved)", key)
-        if not isinstance(value, str) or not (
-            is_unresolved(value) or (len(value) <= 256 and _is_tag_text(value))
-        ):
-            raise _fail("tags", f"a mapping whose values are 0-256 {_TAG_TEXT_RULE}", {key: value})
+        if not isinstance(value, str):
+            raise _wrong_type("tags", value_rule, {key: value})
+        if not (is_unresolved(value) or (len(value) <= 256 and _is_tag_text(value))):
+            raise _fail("tags", value_rule, {key: value})
     return tuple(sorted(tags.items()))
 
 
 def validate_rotation_trigger(rotation_trigger: str | None) -> None:
     """Any string (changing it rotates the tokens); None for none."""
     if rotation_trigger is not None and not isinstance(rotation_trigger, str):
-        raise _fail("rotation_trigger", "a string (change it to rotate the tokens)", rotation_trigger)
+        raise _wrong_type("rotation_trigger", "a string (change it to rotate the tokens)", rotation_trigger)
 
 
 def validate_encryption_key(encryption_key: kms.IKey | None) -> None:
@@ -184,9 +211,26 @@ def validate_device_certificate_arn(certificate_arn: str | None) -> None:
     """``arn:<partition>:iot:<region>:<account>:cert/<64 lowercase hex digits>``; None for none."""
     if certificate_arn is None or is_unresolved(certificate_arn):
         return
-    if not isinstance(certificate_arn, str) or not _CERTIFICATE_ARN_RE.fullmatch(certificate_arn):
-        rule = "an IoT certificate ARN, arn:<partition>:iot:<region>:<account>:cert/<64 lowercase hex digits>"
+    rule = "an IoT certificate ARN, arn:<partition>:iot:<region>:<account>:cert/<64 lowercase hex digits>"
+    if not isinstance(certificate_arn, str):
+        raise _wrong_type("device_certificate_arn", rule, certificate_arn)
+    if not _CERTIFICATE_ARN_RE.fullmatch(certificate_arn):
         raise _fail("device_certificate_arn", rule, certificate_arn)
+
+
+def validate_secret_name_prefix(prefix: str | None) -> None:
+    """1-495 characters of ``[A-Za-z0-9/_+=.@-]``, so that ``<prefix>destination-token`` is a secret
+    name of at most 512 characters; None for generated names."""
+    if prefix is None or is_unresolved(prefix):
+        return
+    rule = (
+        f"a secret name prefix of 1-{MAX_SECRET_NAME_PREFIX_LENGTH} characters of [{SECRET_NAME_CHARACTERS}] "
+        "(e.g. 'iot-secure-tunnel/my-device/')"
+    )
+    if not isinstance(prefix, str):
+        raise _wrong_type("secret_name_prefix", rule, prefix)
+    if not _SECRET_NAME_PREFIX_RE.fullmatch(prefix):
+        raise _fail("secret_name_prefix", rule, prefix)
 
 
 def validate_thing_group_arns(thing_group_arns: Sequence[str] | None) -> tuple[str, ...] | None:
@@ -200,15 +244,14 @@ def validate_thing_group_arns(thing_group_arns: Sequence[str] | None) -> tuple[s
         f"(name: 1-{MAX_NAME_LENGTH} characters of [{NAME_CHARACTERS}], * and ? as wildcards)"
     )
     if isinstance(thing_group_arns, str | bytes) or not isinstance(thing_group_arns, Sequence):
-        raise _fail("thing_group_arns", rule, thing_group_arns, owner="SecureTunnelProviderStack")
+        raise _wrong_type("thing_group_arns", rule, thing_group_arns, owner="SecureTunnelProviderStack")
     arns = tuple(thing_group_arns)
     if is_unresolved(list(arns)):  # a list token
         return arns
-    bad = [
-        arn
-        for arn in arns
-        if not isinstance(arn, str) or not (is_unresolved(arn) or _THING_GROUP_ARN_RE.fullmatch(arn))
-    ]
+    for arn in arns:
+        if not isinstance(arn, str):
+            raise _wrong_type("thing_group_arns", rule, arn, owner="SecureTunnelProviderStack")
+    bad = [arn for arn in arns if not (is_unresolved(arn) or _THING_GROUP_ARN_RE.fullmatch(arn))]
     if not arns or bad:
         raise _fail("thing_group_arns", rule, bad or list(arns), owner="SecureTunnelProviderStack")
     return arns

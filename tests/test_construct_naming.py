@@ -1,0 +1,299 @@
+"""What a consumer of the construct library meets (issue 12): predictable secret names with one
+rotation permission per name prefix, outputs only when asked for, one combined grant, no
+redundant dependency for cfn-lint, a package root that exports what users use, and a wheel that
+ships its license."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from cfnlint.config import ConfigFileArgs
+
+import cdk_iot_secure_tunnel
+from cdk_iot_secure_tunnel import SecureTunnel
+from cdk_iot_secure_tunnel.validation import DESTINATION_SECRET_NAME_SUFFIX, SOURCE_SECRET_NAME_SUFFIX
+from tests.cdk_helpers import (
+    CFN_LINT_CONFIG,
+    FAKE_ACCOUNT,
+    FAKE_REGION,
+    REPO_ROOT,
+    ConstructSynth,
+    resolve,
+    resources_of_type,
+    rotation_permissions,
+)
+from tests.rig.iam_policy import condition_holds
+from tests.synth_fixtures import FIELD_PREFIX, LAB_PREFIX
+
+#: What a user imports from the package root, and nothing else.
+PUBLIC_NAMES = {
+    "DeviceNotifyPolicy",
+    "OWNER_TAG_KEY",
+    "RESOURCE_TYPE",
+    "SecureTunnel",
+    "SecureTunnelHandler",
+    "SecureTunnelProviderStack",
+}
+
+
+def _secret_name(template: dict[str, Any], logical_id: str) -> str | None:
+    name: str | None = template["Resources"][logical_id]["Properties"].get("Name")
+    return name
+
+
+def _arn_of_secret_named(name: str) -> str:
+    """The ARN Secrets Manager gives a secret of that name (a random 6-character suffix)."""
+    return f"arn:aws:secretsmanager:{FAKE_REGION}:{FAKE_ACCOUNT}:secret:{name}-AbCdEf"
+
+
+def _rotation_permissions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The rotation permissions, their intrinsics resolved to literals."""
+    return {name: resolve(p, template) for name, p in rotation_permissions(template).items()}
+
+
+def _may_invoke(permission: dict[str, Any], secret_arn: str) -> bool:
+    """Whether Secrets Manager, rotating ``secret_arn``, matches the permission's conditions."""
+    context = {"aws:sourcearn": [secret_arn], "aws:sourceaccount": [FAKE_ACCOUNT]}
+    source_arn = permission.get("SourceArn")
+    arn_ok = source_arn is None or condition_holds("ArnLike", "aws:SourceArn", source_arn, context)
+    return arn_ok and permission["SourceAccount"] == FAKE_ACCOUNT
+
+
+# --------------------------------------------------------------------------- secret names
+
+
+def test_secret_name_prefix_names_both_secrets(construct_synth: ConstructSynth) -> None:
+    s = construct_synth
+    template = s.template("Named")
+    assert _secret_name(template, s.id("Named.LabSource")) == f"{LAB_PREFIX}{SOURCE_SECRET_NAME_SUFFIX}"
+    assert (
+        _secret_name(template, s.id("Named.LabDestination"))
+        == f"{LAB_PREFIX}{DESTINATION_SECRET_NAME_SUFFIX}"
+    )
+    assert _secret_name(template, s.id("Named.FieldSource")) == f"{FIELD_PREFIX}source-token"
+    # Without a prefix CloudFormation names them (stack and logical id, a random suffix).
+    assert _secret_name(template, s.id("Named.GeneratedSource")) is None
+    assert _secret_name(s.template("Minimal"), s.id("Minimal.SourceSecret")) is None
+
+
+def test_each_prefix_has_its_own_rotation_permission_naming_its_secrets(
+    construct_synth: ConstructSynth,
+) -> None:
+    s = construct_synth
+    template = s.template("Named")
+    permissions = _rotation_permissions(template)
+    # One per prefix and one, account-wide, for the generated names; all for this function only.
+    assert len(permissions) == 3
+    assert {p["FunctionName"] for p in permissions.values()} == {
+        f"arn:aws:lambda:{FAKE_REGION}:{FAKE_ACCOUNT}:function:{s.id('Named.Function')}"
+    }
+    lab, field = (_arn_of_secret_named(f"{p}source-token") for p in (LAB_PREFIX, FIELD_PREFIX))
+    stranger = _arn_of_secret_named("someone-elses/secret")
+    by_prefix = {name: p for name, p in permissions.items() if "SourceArn" in p}
+    assert len(by_prefix) == 2
+    assert sorted(_may_invoke(p, lab) for p in by_prefix.values()) == [False, True]
+    assert sorted(_may_invoke(p, field) for p in by_prefix.values()) == [False, True]
+    assert not any(_may_invoke(p, stranger) for p in by_prefix.values())
+    # The generated names' permission is the account's (the binding check guards the tokens).
+    (account_wide,) = (p for p in permissions.values() if "SourceArn" not in p)
+    assert _may_invoke(account_wide, stranger)
+
+
+def test_each_rotation_schedule_waits_for_the_permission_that_serves_its_secret(
+    construct_synth: ConstructSynth,
+) -> None:
+    s = construct_synth
+    template = s.template("Named")
+    permissions = _rotation_permissions(template)
+    schedules = resources_of_type(template, "AWS::SecretsManager::RotationSchedule")
+    assert len(schedules) == 6
+    for schedule in schedules.values():
+        secret_id = schedule["Properties"]["SecretId"]["Ref"]
+        name = _secret_name(template, secret_id)
+        arn = _arn_of_secret_named(name) if name else resolve({"Ref": secret_id}, template)
+        (waits_for,) = [p for p in schedule["DependsOn"] if p in permissions]
+        assert _may_invoke(permissions[waits_for], arn), (
+            f"{secret_id} waits for {waits_for}, which does not serve it"
+        )
+        if name:
+            assert "SourceArn" in permissions[waits_for], f"{secret_id} is named: its permission must name it"
+
+
+def _tunnel(stack: cdk.Stack, construct_id: str, **arguments: Any) -> SecureTunnel:
+    return SecureTunnel(stack, construct_id, thing="device", services=["SSH"], **arguments)
+
+
+def _bare_stack() -> cdk.Stack:
+    return cdk.Stack(cdk.App(context={"aws:cdk:bundling-stacks": []}), "Stack")
+
+
+@pytest.mark.parametrize(
+    ("prefix", "error", "says"),
+    [
+        ("", ValueError, "a secret name prefix of 1-495 characters"),
+        ("has space/", ValueError, "[A-Za-z0-9/_+=.@-]"),
+        ("tunnel#1/", ValueError, "[A-Za-z0-9/_+=.@-]"),
+        ("p" * 496, ValueError, "1-495 characters"),
+        (42, TypeError, "(int)"),
+    ],
+)
+def test_a_bad_secret_name_prefix_fails_and_adds_nothing(
+    prefix: Any, error: type[Exception], says: str
+) -> None:
+    stack = _bare_stack()
+    with pytest.raises(error, match="SecureTunnel argument 'secret_name_prefix' must be") as failure:
+        _tunnel(stack, "Tunnel", secret_name_prefix=prefix)
+    assert says in str(failure.value)
+    assert len(stack.node.children) == 0
+
+
+def test_the_longest_prefix_gives_a_512_character_name() -> None:
+    stack = _bare_stack()
+    tunnel = _tunnel(stack, "Tunnel", secret_name_prefix="p" * 495)
+    name = stack.resolve(tunnel.destination_token_secret.node.default_child.name)  # type: ignore[union-attr]
+    assert len(name) == 512
+
+
+def test_one_prefix_for_two_tunnels_of_a_stack_is_refused_naming_the_first() -> None:
+    stack = _bare_stack()
+    _tunnel(stack, "First", secret_name_prefix="iot-secure-tunnel/a/")
+    _tunnel(stack, "Nested", secret_name_prefix="iot-secure-tunnel/a/b/")  # another name: fine
+    with pytest.raises(
+        ValueError, match="must be unique per tunnel; got 'iot-secure-tunnel/a/', already used by Stack/First"
+    ):
+        _tunnel(stack, "Second", secret_name_prefix="iot-secure-tunnel/a/")
+    assert stack.node.try_find_child("Second") is None
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def test_outputs_only_when_asked_for_and_never_a_token(construct_synth: ConstructSynth) -> None:
+    s = construct_synth
+    assert "Outputs" not in s.template("Minimal"), "a library adds no outputs uninvited"
+    outputs = s.template("Named")["Outputs"]
+    # Only the Lab tunnel asked (outputs=True); each output's id starts with the construct's.
+    assert all(name.startswith("Lab") for name in outputs)
+    values = {name.removeprefix("Lab")[: -len("ABCD1234")]: o["Value"] for name, o in outputs.items()}
+    assert values == {
+        "TunnelId": {"Ref": s.id("Named.Lab")},
+        "TunnelArn": {"Fn::GetAtt": [s.id("Named.Lab"), "TunnelArn"]},
+        "ThingName": "lab-device",
+        "SourceTokenSecretArn": {"Ref": s.id("Named.LabSource")},
+        "DestinationTokenSecretArn": {"Ref": s.id("Named.LabDestination")},
+    }
+    assert not any("Export" in o for o in outputs.values()), "an export would pin the stack"
+
+
+def test_outputs_must_be_a_bool() -> None:
+    stack = _bare_stack()
+    with pytest.raises(TypeError, match="SecureTunnel argument 'outputs' must be True or False; got 'yes'"):
+        _tunnel(stack, "Tunnel", outputs="yes")
+    assert len(stack.node.children) == 0
+
+
+# --------------------------------------------------------------------------- grants
+
+
+def test_grant_rotate_source_token_returns_the_combination_of_its_three_grants() -> None:
+    from aws_cdk import aws_iam as iam
+
+    stack = _bare_stack()
+    tunnel = _tunnel(stack, "Tunnel")
+    role = iam.Role(stack, "OnCall", assumed_by=iam.AccountRootPrincipal())
+    grant = tunnel.grant_rotate_source_token(role)
+    assert grant.success
+    actions = {a for statement in grant.principal_statements for a in statement.actions}
+    assert actions == {
+        "secretsmanager:DescribeSecret",
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:RotateSecret",
+        "lambda:InvokeFunction",
+    }
+
+
+# --------------------------------------------------------------------------- cfn-lint W3005
+
+
+def test_no_redundant_dependency_of_the_construct_for_cfn_lint(
+    construct_synth: ConstructSynth, tmp_path: Path
+) -> None:
+    """W3005 (a DependsOn that a Ref already implies) is ignored in .cfnlintrc.yaml only for
+    aws-cdk-lib's own Lambda function; nothing this library declares raises it."""
+    # cfn-lint also reads a .cfnlintrc.yaml in its working directory: run it elsewhere.
+    config = tmp_path / "cfnlintrc.yaml"
+    ignored = [
+        r for r in ConfigFileArgs(config_file=CFN_LINT_CONFIG).file_args["ignore_checks"] if r != "W3005"
+    ]
+    config.write_text(json.dumps({"ignore_checks": ignored}))
+    stacks = ("Minimal", "Full", "Named")
+    paths = [str(construct_synth.assembly.outdir / f"{stack}.template.json") for stack in stacks]
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "cfn-lint"),
+            "--config-file",
+            str(config),
+            "--format",
+            "json",
+            "--",
+            *paths,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    findings = json.loads(done.stdout)
+    assert {f["Rule"]["Id"] for f in findings} == {"W3005"}
+    flagged = {
+        (Path(f["Filename"]).name.removesuffix(".template.json"), f["Location"]["Path"][1]) for f in findings
+    }
+    types = {construct_synth.template(stack)["Resources"][resource]["Type"] for stack, resource in flagged}
+    assert types == {"AWS::Lambda::Function"}
+    assert {stack for stack, _ in flagged} == set(stacks)
+
+
+# --------------------------------------------------------------------------- the package
+
+
+def test_the_package_root_exports_what_users_use_and_its_version() -> None:
+    assert set(cdk_iot_secure_tunnel.__all__) == PUBLIC_NAMES | {"__version__"}
+    public = {name for name in dir(cdk_iot_secure_tunnel) if not name.startswith("_")}
+    modules = {name for name in public if type(getattr(cdk_iot_secure_tunnel, name)).__name__ == "module"}
+    assert public - modules == PUBLIC_NAMES | {"DISTRIBUTION"}
+    assert cdk_iot_secure_tunnel.__version__ == metadata.version("cdk-iot-secure-tunnel")
+
+
+@pytest.fixture(scope="module")
+def library_wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    """``pip wheel .``, as a consumer's pip builds the construct library."""
+    out = tmp_path_factory.mktemp("library-wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(REPO_ROOT)],
+        check=True,
+        timeout=300,
+    )
+    (built,) = out.glob("cdk_iot_secure_tunnel-*.whl")
+    return zipfile.ZipFile(built)
+
+
+def test_the_library_wheel_ships_the_license_the_handler_and_no_cli(library_wheel: zipfile.ZipFile) -> None:
+    names = library_wheel.namelist()
+    (license_file,) = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+    assert library_wheel.read(license_file) == (REPO_ROOT / "LICENSE").read_bytes()
+    assert "secure_tunnel_handler/entrypoint.py" in names
+    assert "cdk_iot_secure_tunnel/secure_tunnel.py" in names
+    assert not [n for n in names if n.startswith("secure_tunnel_cli/") or n.endswith("/cli.py")]
+
+
+def test_the_readme_layout_names_the_license() -> None:
+    assert (REPO_ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
+    assert "LICENSE" in Path(REPO_ROOT / "README.md").read_text()
