@@ -11,10 +11,12 @@ import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.rig.iam_policy import condition_holds
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_STACK = "IoTSecureTunnelDemo"
@@ -170,27 +172,53 @@ def resolve(value: Any, template: Json) -> Any:
         "AWS::StackName": "Stack",
         "AWS::URLSuffix": "amazonaws.com",
     }
-    for name, resource in resources.items():
-        # Ref of a thing is its name; of a secret, its ARN.
-        is_thing = resource["Type"] == "AWS::IoT::Thing"
-        refs[name] = name if is_thing else arns.get(resource["Type"], "{}").format(name)
+
+    intrinsics: dict[str, Callable[[Any], Any]] = {
+        "Ref": lambda name: refs.get(name, f"param-{name}"),
+        "Fn::GetAtt": lambda args: arns[resources[args[0]]["Type"]].format(args[0]),
+        "Fn::Join": lambda args: args[0].join(str(walk(p)) for p in args[1]),
+        "Fn::Split": lambda args: str(walk(args[1])).split(args[0]),
+        "Fn::Select": lambda args: walk(args[1])[int(args[0])],
+    }
 
     def walk(node: Any) -> Any:
         if isinstance(node, list):
             return [walk(x) for x in node]
         if not isinstance(node, dict):
             return node
-        if set(node) == {"Ref"}:
-            return refs.get(node["Ref"], f"param-{node['Ref']}")
-        if set(node) == {"Fn::GetAtt"}:
-            name = node["Fn::GetAtt"][0]
-            return arns[resources[name]["Type"]].format(name)
-        if set(node) == {"Fn::Join"}:
-            separator, parts = node["Fn::Join"]
-            return separator.join(str(walk(p)) for p in parts)
+        if len(node) == 1 and next(iter(node)) in intrinsics:
+            ((function, arguments),) = node.items()
+            return intrinsics[function](arguments)
         return {k: walk(v) for k, v in node.items()}
 
+    for name, resource in resources.items():
+        # Ref of a thing is its name; of a secret, its ARN (with its name, if it has one).
+        kind = resource["Type"]
+        secret_name = (
+            resource.get("Properties", {}).get("Name") if kind == "AWS::SecretsManager::Secret" else None
+        )
+        refs[name] = (
+            name if kind == "AWS::IoT::Thing" else arns.get(kind, "{}").format(walk(secret_name or name))
+        )
     return walk(value)
+
+
+#: The stack's UUID as the construct renders it (the default token secret names start with it).
+STACK_UUID = {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}
+
+
+def secret_arn_named(name: str) -> str:
+    """The ARN Secrets Manager gives a secret of that name (with a random 6-character suffix)."""
+    return f"arn:aws:secretsmanager:{FAKE_REGION}:{FAKE_ACCOUNT}:secret:{name}-AbCdEf"
+
+
+def secrets_manager_may_invoke(permission: Json, secret_arn: str) -> bool:
+    """Whether Secrets Manager, rotating ``secret_arn`` of this account, matches the conditions of
+    a resolved rotation permission (``SourceArn`` is compared with ``ArnLike``)."""
+    context = {"aws:sourcearn": [secret_arn], "aws:sourceaccount": [FAKE_ACCOUNT]}
+    source_arn = permission.get("SourceArn")
+    arn_ok = source_arn is None or condition_holds("ArnLike", "aws:SourceArn", source_arn, context)
+    return arn_ok and permission["SourceAccount"] == FAKE_ACCOUNT
 
 
 # --------------------------------------------------------------------------- token scan

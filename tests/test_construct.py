@@ -225,7 +225,7 @@ def test_token_secrets_hold_a_placeholder_never_a_token(construct_synth: Constru
         (s.id("Minimal.DestinationSecret"), "destination"),
     ):
         secret = secrets[logical_id]
-        assert set(secret["Properties"]) == {"Description", "SecretString", "Tags"}
+        assert set(secret["Properties"]) == {"Description", "Name", "SecretString", "Tags"}
         assert secret["Properties"]["SecretString"] == PENDING_SECRET_VALUE == '{"status": "pending"}'
         assert secret["Properties"]["Description"].startswith(f"Access token ({mode}; ")
         assert "Minimal/Tunnel" in secret["Properties"]["Description"]

@@ -6,6 +6,7 @@ ships its license."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -24,13 +25,15 @@ from tests.cdk_helpers import (
     CFN_LINT_CONFIG,
     FAKE_ACCOUNT,
     FAKE_REGION,
+    FAKE_STACK_ID,
     REPO_ROOT,
     ConstructSynth,
     resolve,
     resources_of_type,
     rotation_permissions,
+    secret_arn_named,
+    secrets_manager_may_invoke,
 )
-from tests.rig.iam_policy import condition_holds
 from tests.synth_fixtures import FIELD_PREFIX, LAB_PREFIX
 
 #: What a user imports from the package root, and nothing else.
@@ -49,28 +52,17 @@ def _secret_name(template: dict[str, Any], logical_id: str) -> str | None:
     return name
 
 
-def _arn_of_secret_named(name: str) -> str:
-    """The ARN Secrets Manager gives a secret of that name (a random 6-character suffix)."""
-    return f"arn:aws:secretsmanager:{FAKE_REGION}:{FAKE_ACCOUNT}:secret:{name}-AbCdEf"
-
-
 def _rotation_permissions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The rotation permissions, their intrinsics resolved to literals."""
     return {name: resolve(p, template) for name, p in rotation_permissions(template).items()}
 
 
-def _may_invoke(permission: dict[str, Any], secret_arn: str) -> bool:
-    """Whether Secrets Manager, rotating ``secret_arn``, matches the permission's conditions."""
-    context = {"aws:sourcearn": [secret_arn], "aws:sourceaccount": [FAKE_ACCOUNT]}
-    source_arn = permission.get("SourceArn")
-    arn_ok = source_arn is None or condition_holds("ArnLike", "aws:SourceArn", source_arn, context)
-    return arn_ok and permission["SourceAccount"] == FAKE_ACCOUNT
-
-
 # --------------------------------------------------------------------------- secret names
 
 
-def test_secret_name_prefix_names_both_secrets(construct_synth: ConstructSynth) -> None:
+def test_secret_name_prefix_names_both_secrets_and_the_default_is_the_stacks(
+    construct_synth: ConstructSynth,
+) -> None:
     s = construct_synth
     template = s.template("Named")
     assert _secret_name(template, s.id("Named.LabSource")) == f"{LAB_PREFIX}{SOURCE_SECRET_NAME_SUFFIX}"
@@ -79,9 +71,13 @@ def test_secret_name_prefix_names_both_secrets(construct_synth: ConstructSynth) 
         == f"{LAB_PREFIX}{DESTINATION_SECRET_NAME_SUFFIX}"
     )
     assert _secret_name(template, s.id("Named.FieldSource")) == f"{FIELD_PREFIX}source-token"
-    # Without a prefix CloudFormation names them (stack and logical id, a random suffix).
-    assert _secret_name(template, s.id("Named.GeneratedSource")) is None
-    assert _secret_name(s.template("Minimal"), s.id("Minimal.SourceSecret")) is None
+    # Without a prefix: under the stack's UUID (a recreated stack gets new names), then the
+    # construct id and the start of its address (unique in the stack).
+    uuid = FAKE_STACK_ID.rsplit("/", 1)[1]
+    default = re.compile(f"tunnel-tokens/{uuid}/Generated-[0-9a-f]{{8}}/(source|destination)-token")
+    for secret in ("Named.GeneratedSource", "Named.GeneratedDestination"):
+        name = resolve(template["Resources"][s.id(secret)]["Properties"]["Name"], template)
+        assert default.fullmatch(name), name
 
 
 def test_each_prefix_has_its_own_rotation_permission_naming_its_secrets(
@@ -90,21 +86,23 @@ def test_each_prefix_has_its_own_rotation_permission_naming_its_secrets(
     s = construct_synth
     template = s.template("Named")
     permissions = _rotation_permissions(template)
-    # One per prefix and one, account-wide, for the generated names; all for this function only.
+    # One per explicit prefix and one for the stack's default names; all for this function only.
     assert len(permissions) == 3
     assert {p["FunctionName"] for p in permissions.values()} == {
         f"arn:aws:lambda:{FAKE_REGION}:{FAKE_ACCOUNT}:function:{s.id('Named.Function')}"
     }
-    lab, field = (_arn_of_secret_named(f"{p}source-token") for p in (LAB_PREFIX, FIELD_PREFIX))
-    stranger = _arn_of_secret_named("someone-elses/secret")
-    by_prefix = {name: p for name, p in permissions.items() if "SourceArn" in p}
-    assert len(by_prefix) == 2
-    assert sorted(_may_invoke(p, lab) for p in by_prefix.values()) == [False, True]
-    assert sorted(_may_invoke(p, field) for p in by_prefix.values()) == [False, True]
-    assert not any(_may_invoke(p, stranger) for p in by_prefix.values())
-    # The generated names' permission is the account's (the binding check guards the tokens).
-    (account_wide,) = (p for p in permissions.values() if "SourceArn" not in p)
-    assert _may_invoke(account_wide, stranger)
+    secrets = [
+        resolve({"Ref": s.id(f"Named.{tunnel}{side}")}, template)
+        for tunnel in ("Lab", "Field", "Generated")
+        for side in ("Source", "Destination")
+    ]
+    for arn in secrets:
+        assert sum(secrets_manager_may_invoke(p, arn) for p in permissions.values()) == 1, arn
+    # Every permission names its secrets: no other secret of the account may use the handler.
+    for stranger in ("someone-elses/secret", "tunnel-tokens/another-stack/Tunnel-0123abcd/source-token"):
+        assert not any(
+            secrets_manager_may_invoke(p, secret_arn_named(stranger)) for p in permissions.values()
+        )
 
 
 def test_each_rotation_schedule_waits_for_the_permission_that_serves_its_secret(
@@ -117,14 +115,11 @@ def test_each_rotation_schedule_waits_for_the_permission_that_serves_its_secret(
     assert len(schedules) == 6
     for schedule in schedules.values():
         secret_id = schedule["Properties"]["SecretId"]["Ref"]
-        name = _secret_name(template, secret_id)
-        arn = _arn_of_secret_named(name) if name else resolve({"Ref": secret_id}, template)
+        arn = resolve({"Ref": secret_id}, template)
         (waits_for,) = [p for p in schedule["DependsOn"] if p in permissions]
-        assert _may_invoke(permissions[waits_for], arn), (
-            f"{secret_id} waits for {waits_for}, which does not serve it"
+        assert secrets_manager_may_invoke(permissions[waits_for], arn), (
+            f"{secret_id}: {waits_for} does not serve it"
         )
-        if name:
-            assert "SourceArn" in permissions[waits_for], f"{secret_id} is named: its permission must name it"
 
 
 def _tunnel(stack: cdk.Stack, construct_id: str, **arguments: Any) -> SecureTunnel:

@@ -10,7 +10,17 @@ from typing import Any
 import pytest
 
 from cdk_iot_secure_tunnel.acknowledgments import TOKEN_SECRET_ROTATION
-from tests.cdk_helpers import Assembly, ConstructSynth, partition_arn, resources_of_type, rotation_permissions
+from tests.cdk_helpers import (
+    STACK_UUID,
+    Assembly,
+    ConstructSynth,
+    partition_arn,
+    resolve,
+    resources_of_type,
+    rotation_permissions,
+    secret_arn_named,
+    secrets_manager_may_invoke,
+)
 from tests.synth_fixtures import DEVICE_CERTIFICATE_ARN
 
 
@@ -88,27 +98,23 @@ def test_every_rotation_schedule_waits_for_the_invoke_permission(
 def test_every_secrets_manager_permission_is_for_this_account_and_the_providers_for_its_prefix(
     construct_synth: ConstructSynth, cli_assembly: Assembly
 ) -> None:
-    """SourceAccount everywhere (no other account's secret may use the handler); the provider's
-    also names the secrets of its prefix, and so does a stack's for each secret name prefix.
-    Secrets with generated names share one permission that names no secret: one statement per
-    secret would outgrow Lambda's 20 KB function policy at about 19 tunnels (the binding check in
-    the handler keeps other secrets from drawing a tunnel's tokens: tests/test_binding.py)."""
+    """SourceAccount and SourceArn everywhere: exactly one permission serves each token secret, and
+    none serves another secret of the account. One per name prefix, not one per secret, which
+    would outgrow Lambda's 20 KB function policy at about 19 tunnels."""
     checked = 0
     for stack, template in _every_template(construct_synth.assembly, cli_assembly):
-        permissions = rotation_permissions(template)
-        assert all(p["SourceAccount"] == {"Ref": "AWS::AccountId"} for p in permissions.values()), stack
-        secrets = resources_of_type(template, "AWS::SecretsManager::Secret").values()
-        prefixes = {
-            s["Properties"]["Name"].rpartition("/")[0] + "/" for s in secrets if "Name" in s["Properties"]
-        } or ({"iot-secure-tunnel/"} if not secrets else set())
-        generated = any("Name" not in s["Properties"] for s in secrets)
-        named = sorted(str(p["SourceArn"]) for p in permissions.values() if "SourceArn" in p)
-        assert len(named) == len(prefixes), stack
-        assert all(any(f"secret:{prefix}*" in arn for arn in named) for prefix in prefixes), stack
-        assert sum("SourceArn" not in p for p in permissions.values()) == int(generated), stack
+        permissions = {name: resolve(p, template) for name, p in rotation_permissions(template).items()}
+        assert all("SourceArn" in p for p in permissions.values()), stack
+        for name in resources_of_type(template, "AWS::SecretsManager::Secret"):
+            arn = resolve({"Ref": name}, template)
+            assert sum(secrets_manager_may_invoke(p, arn) for p in permissions.values()) == 1, (stack, name)
+        if not resources_of_type(template, "AWS::SecretsManager::Secret"):  # a provider
+            assert all("secret:iot-secure-tunnel/*" in p["SourceArn"] for p in permissions.values()), stack
+        stranger = secret_arn_named("someone-elses/secret")
+        assert not any(secrets_manager_may_invoke(p, stranger) for p in permissions.values()), stack
         checked += len(permissions)
     # Minimal, Full, Tokens, Operator and the demo: one each; Named: three (two prefixes and the
-    # generated names); the app's provider and the narrowed one.
+    # default names); the app's provider and the narrowed one.
     assert checked == 10
 
 
@@ -154,6 +160,23 @@ def test_secrets_manager_may_invoke_the_handler_for_secrets_of_this_account(
             "FunctionName": {"Fn::GetAtt": [construct_synth.id("Minimal.Function"), "Arn"]},
             "Principal": "secretsmanager.amazonaws.com",
             "SourceAccount": {"Ref": "AWS::AccountId"},
+            # The stack's default secret names: tunnel-tokens/<stack UUID>/...
+            "SourceArn": {
+                "Fn::Join": [
+                    "",
+                    [
+                        "arn:",
+                        {"Ref": "AWS::Partition"},
+                        ":secretsmanager:",
+                        {"Ref": "AWS::Region"},
+                        ":",
+                        {"Ref": "AWS::AccountId"},
+                        ":secret:tunnel-tokens/",
+                        STACK_UUID,
+                        "/*",
+                    ],
+                ]
+            },
         }
     ]
 

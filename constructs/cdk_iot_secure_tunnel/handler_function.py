@@ -32,22 +32,23 @@ developer guide ("Controlling access to tunnels"):
 - CloudWatch Logs on the function's own log group only; no managed policies.
 
 What invokes the function: the custom resources (through the service token), and Secrets
-Manager (``AWS::Lambda::Permission``, always with ``SourceAccount``). Secrets named with a prefix
-(the provider stack's documented ``iot-secure-tunnel/``, a tunnel's ``secret_name_prefix``) are
-served by one permission per prefix that names them (``SourceArn`` = ``secret:<prefix>*``).
-Secrets with generated names are served by one permission for the account: one ``SourceArn``
-statement per secret would outgrow Lambda's 20 KB function policy at about 19 tunnels
-(docs/aws-semantics.md). Whatever the permission, what keeps another secret of the account from
-drawing a tunnel's tokens is the handler's binding check: createSecret rotates a tunnel only into
-a secret the tunnel was opened for.
+Manager (``AWS::Lambda::Permission``), always with ``SourceAccount`` and ``SourceArn`` =
+``secret:<name prefix>*``: one permission per name prefix, not one per secret, which would outgrow
+Lambda's 20 KB function policy at about 19 tunnels (docs/aws-semantics.md). The prefixes are the
+provider stack's documented ``iot-secure-tunnel/``, each tunnel's explicit ``secret_name_prefix``,
+and the stack's default ``tunnel-tokens/<stack UUID>/``, under which every other token secret of
+the stack is named. Beyond that, what keeps another secret from drawing a tunnel's tokens is the
+handler's binding check: createSecret rotates a tunnel only into a secret the tunnel was opened
+for.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 
-from aws_cdk import ArnFormat, Aws, Duration, RemovalPolicy, Stack, Tags
+from aws_cdk import ArnFormat, Aws, Duration, Fn, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -74,8 +75,14 @@ OWNER_ENV = "TUNNEL_OWNER"
 HANDLER_TIMEOUT = Duration.minutes(5)
 HANDLER_MEMORY_MB = 256
 LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
-#: Construct id of a rotation permission under the construct it serves (e.g. a token secret).
+#: Construct id (under the function) of the rotation permission for the stack's default secret
+#: names; a permission for an explicit name prefix adds a digest of the prefix.
 ROTATION_PERMISSION_ID = "RotationPermission"
+#: Root of the default token secret names: ``tunnel-tokens/<stack UUID>/...``. Not the provider's
+#: ``iot-secure-tunnel/``, whose handler may write any secret named so; the stack's UUID (from
+#: ``AWS::StackId``) keeps a recreated stack clear of the names its deleted secrets hold during
+#: their recovery window.
+DEFAULT_SECRET_NAME_ROOT = "tunnel-tokens/"  # noqa: S105 - a name, not a secret
 #: The service principal that invokes a rotation function.
 SECRETS_MANAGER = "secretsmanager.amazonaws.com"
 
@@ -133,6 +140,10 @@ class SecureTunnelHandler(Construct):
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         self._seen: set[str] = set()
+        #: Name prefix of the stack's token secrets that have no explicit one.
+        self.default_secret_name_prefix: str = Fn.join(
+            "", [DEFAULT_SECRET_NAME_ROOT, Fn.select(2, Fn.split("/", stack.stack_id)), "/"]
+        )
         self.log_group = logs.LogGroup(
             self, "LogGroup", retention=LOG_RETENTION, removal_policy=RemovalPolicy.DESTROY
         )
@@ -242,19 +253,21 @@ class SecureTunnelHandler(Construct):
         self, secret_name_prefix: str | None = None
     ) -> lambda_.CfnPermission:
         """Let Secrets Manager invoke the function to rotate secrets of this account only
-        (``SourceAccount``) and, given ``secret_name_prefix``, only secrets named with it
-        (``SourceArn``).
+        (``SourceAccount``) whose name starts with ``secret_name_prefix`` (``SourceArn``).
 
-        :param secret_name_prefix: the name prefix of the secrets to rotate. Default: None, any
-            secret of the account (see the module docstring).
+        :param secret_name_prefix: the name prefix of the secrets to rotate. Default: None, the
+            stack's :attr:`default_secret_name_prefix`.
         :returns: the function's one permission for Secrets Manager per prefix (created on first
             use, as the function's child :data:`ROTATION_PERMISSION_ID`, followed by a digest of
-            the prefix if any), which a rotation schedule must depend on.
+            an explicit prefix), which a rotation schedule must depend on.
         """
         construct_id = ROTATION_PERMISSION_ID
-        if secret_name_prefix is not None:
-            digest = hashlib.sha256(secret_name_prefix.encode()).hexdigest()[:8].upper()
-            construct_id = f"{ROTATION_PERMISSION_ID}{digest}"
+        if secret_name_prefix is None:
+            secret_name_prefix = self.default_secret_name_prefix
+        else:
+            # Of the resolved value: a token's string changes with unrelated code, its JSON does not.
+            resolved = json.dumps(Stack.of(self).resolve(secret_name_prefix), sort_keys=True)
+            construct_id += hashlib.sha256(resolved.encode()).hexdigest()[:8].upper()
         existing = self.function.node.try_find_child(construct_id)
         if isinstance(existing, lambda_.CfnPermission):
             return existing
@@ -265,7 +278,7 @@ class SecureTunnelHandler(Construct):
             function_name=self.function.function_arn,
             principal=SECRETS_MANAGER,
             source_account=Aws.ACCOUNT_ID,
-            source_arn=None if secret_name_prefix is None else self._secrets_named(secret_name_prefix),
+            source_arn=self._secrets_named(secret_name_prefix),
         )
 
     def _secrets_named(self, secret_name_prefix: str) -> str:

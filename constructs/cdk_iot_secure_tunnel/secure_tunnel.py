@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -26,6 +27,7 @@ from .handler_function import SecureTunnelHandler
 from .token_rotation import attach_rotation
 from .validation import (
     DESTINATION_SECRET_NAME_SUFFIX,
+    SECRET_NAME_CHARACTERS,
     SOURCE_SECRET_NAME_SUFFIX,
     is_unresolved,
     lifetime_minutes,
@@ -43,6 +45,9 @@ from .validation import (
 RESOURCE_TYPE = "Custom::IoTSecureTunnel"
 #: What a token secret holds until the handler writes the first tokens (never a token).
 PENDING_SECRET_VALUE = json.dumps({"status": "pending"})
+#: How much of the construct id a default secret name keeps (with the stack's UUID and the tunnel's
+#: address, a name of at most 140 characters).
+NAME_PART_LENGTH = 64
 #: How long CloudFormation waits for the handler's answer before it fails the operation. The
 #: handler answers within its 5 minute timeout; this leaves room for Lambda's own retries.
 SERVICE_TIMEOUT = Duration.minutes(15)
@@ -83,16 +88,17 @@ class SecureTunnel(Construct):
     ``description`` or ``max_lifetime`` opens a new tunnel; stack delete closes it (before the
     thing goes).
 
-    With ``secret_name_prefix`` the secrets have predictable names (``<prefix>source-token``,
-    ``<prefix>destination-token``); with ``outputs=True`` the stack outputs name the tunnel and
-    its secrets (a library adds no outputs uninvited).
+    The secrets are named ``<prefix>source-token`` and ``<prefix>destination-token``, the prefix
+    being ``secret_name_prefix`` (predictable names) or ``tunnel-tokens/<stack UUID>/<id>-<hash>/``;
+    with ``outputs=True`` the stack outputs name the tunnel and its secrets (a library adds no
+    outputs uninvited).
 
     :ivar tunnel_id: the tunnel id (``Ref`` of the custom resource).
     :ivar tunnel_arn: the tunnel ARN (``Fn::GetAtt TunnelArn``).
     :ivar thing_name: the name of the thing the tunnel reaches.
     :ivar source_token_secret: the secret that holds the source access token.
     :ivar destination_token_secret: the secret that holds the destination access token, or None.
-    :ivar secret_name_prefix: the secrets' name prefix, or None for generated names.
+    :ivar secret_name_prefix: the ``secret_name_prefix`` argument, or None.
     :ivar resource: the ``Custom::IoTSecureTunnel`` custom resource.
     :ivar handler: the stack's handler function construct.
     :ivar device_policy: the device's tunnel notification policy, or None.
@@ -153,30 +159,29 @@ class SecureTunnel(Construct):
         :param secret_name_prefix: name the secrets ``<prefix>source-token`` and
             ``<prefix>destination-token`` (1-495 characters of ``[A-Za-z0-9/_+=.@-]``, e.g.
             ``iot-secure-tunnel/my-device/``), unique per tunnel; Secrets Manager may then invoke
-            the handler only for secrets named with the prefix. Changing it replaces the secrets
-            and opens a new tunnel bound to them. Default: None (names that CloudFormation
-            generates, and Secrets Manager may invoke the handler for any secret of the account).
+            the handler only for secrets named with the prefix. A deleted secret's name stays
+            taken during its recovery window. Changing it replaces the secrets and opens a new
+            tunnel bound to them. Default: None, ``tunnel-tokens/<stack UUID>/<id>-<hash>/``
+            (one rotation permission serves every such secret of the stack; a recreated stack
+            has a new UUID).
         :param outputs: add stack outputs with the tunnel's id and ARN, the thing's name and the
             secrets' ARNs (never a token). Default: False.
         :raises ValueError: an argument is outside the allowed values (the message names it).
         :raises TypeError: an argument has the wrong type.
         """
-        if isinstance(thing, iot.CfnThing):
-            if thing.thing_name is not None:
-                validate_thing_name(thing.thing_name)
-        else:
-            validate_thing_name(thing)
+        _validate_thing(thing)
         service_names = validate_services(services)
-        validate_description(description)
         minutes = lifetime_minutes(max_lifetime)
         tag_items = validate_tags(tags)
-        validate_encryption_key(encryption_key)
-        validate_rotation_trigger(rotation_trigger)
-        validate_device_certificate_arn(device_certificate_arn)
-        validate_secret_name_prefix(secret_name_prefix)
-        _check_prefix_is_free(scope, secret_name_prefix)
-        if not isinstance(outputs, bool):
-            raise TypeError(f"SecureTunnel argument 'outputs' must be True or False; got {outputs!r}")
+        _validate_the_others(
+            scope,
+            description=description,
+            encryption_key=encryption_key,
+            rotation_trigger=rotation_trigger,
+            device_certificate_arn=device_certificate_arn,
+            secret_name_prefix=secret_name_prefix,
+            outputs=outputs,
+        )
         super().__init__(scope, construct_id)
         self.secret_name_prefix = secret_name_prefix
 
@@ -188,9 +193,15 @@ class SecureTunnel(Construct):
             self.thing_name = thing
             thing_arn = stack.format_arn(service="iot", resource="thing", resource_name=thing)
 
-        source_secret = self._token_secret(_SOURCE, encryption_key, removal_policy)
+        self.handler = SecureTunnelHandler.of(self)
+        name_prefix = (
+            secret_name_prefix
+            if secret_name_prefix is not None
+            else f"{self.handler.default_secret_name_prefix}{self._name_part()}/"
+        )
+        source_secret = self._token_secret(_SOURCE, name_prefix, encryption_key, removal_policy)
         destination_secret = (
-            self._token_secret(_DESTINATION, encryption_key, removal_policy)
+            self._token_secret(_DESTINATION, name_prefix, encryption_key, removal_policy)
             if create_destination_secret
             else None
         )
@@ -198,7 +209,6 @@ class SecureTunnel(Construct):
         self.destination_token_secret: secretsmanager.ISecret | None = destination_secret
         secrets = [s for s in (source_secret, destination_secret) if s is not None]
 
-        self.handler = SecureTunnelHandler.of(self)
         self.handler.authorize(thing_arn=thing_arn, secrets=secrets, encryption_key=encryption_key)
 
         properties: dict[str, object] = {
@@ -242,14 +252,23 @@ class SecureTunnel(Construct):
         if outputs:
             self._add_outputs()
 
+    def _name_part(self) -> str:
+        """This tunnel's part of a default secret name: its construct id (characters a secret
+        name allows) and the start of its unique address."""
+        readable = re.sub(f"[^{SECRET_NAME_CHARACTERS}]", "-", self.node.id)[:NAME_PART_LENGTH]
+        return f"{readable}-{self.node.addr[:8]}"
+
     def _token_secret(
-        self, side: _TokenSide, encryption_key: kms.IKey | None, removal_policy: RemovalPolicy
+        self,
+        side: _TokenSide,
+        name_prefix: str,
+        encryption_key: kms.IKey | None,
+        removal_policy: RemovalPolicy,
     ) -> secretsmanager.Secret:
-        name = None if self.secret_name_prefix is None else f"{self.secret_name_prefix}{side.name_suffix}"
         return secretsmanager.Secret(
             self,
             side.construct_id,
-            secret_name=name,
+            secret_name=f"{name_prefix}{side.name_suffix}",
             description=(
                 f"Access token ({side.mode}; {side.use}) of the IoT secure tunnel {self.node.path}: "
                 f"{_VALUE_DESCRIPTION}"
@@ -340,6 +359,35 @@ def _lifetime_property(minutes: int | None, max_lifetime: Duration | None) -> st
     if token is None or not is_unresolved(token):
         raise ValueError(f"SecureTunnel argument 'max_lifetime' could not be resolved; got {max_lifetime!r}")
     return Tokenization.stringify_number(token)
+
+
+def _validate_thing(thing: iot.CfnThing | str) -> None:
+    """A thing name, or a ``CfnThing`` whose name, if it has one, is valid."""
+    if not isinstance(thing, iot.CfnThing):
+        validate_thing_name(thing)
+    elif thing.thing_name is not None:
+        validate_thing_name(thing.thing_name)
+
+
+def _validate_the_others(
+    scope: Construct,
+    *,
+    description: str | None,
+    encryption_key: kms.IKey | None,
+    rotation_trigger: str | None,
+    device_certificate_arn: str | None,
+    secret_name_prefix: str | None,
+    outputs: bool,
+) -> None:
+    """Check the arguments that the constructor does not use as validated values."""
+    validate_description(description)
+    validate_encryption_key(encryption_key)
+    validate_rotation_trigger(rotation_trigger)
+    validate_device_certificate_arn(device_certificate_arn)
+    validate_secret_name_prefix(secret_name_prefix)
+    _check_prefix_is_free(scope, secret_name_prefix)
+    if not isinstance(outputs, bool):
+        raise TypeError(f"SecureTunnel argument 'outputs' must be True or False; got {outputs!r}")
 
 
 def _check_prefix_is_free(scope: Construct, secret_name_prefix: str | None) -> None:
