@@ -12,7 +12,8 @@ import json
 
 import pytest
 
-from secure_tunnel_handler.properties import SECRET_TAGS, binding_of
+from secure_tunnel_handler.contract import SECRET_TAG_KEYS
+from secure_tunnel_handler.properties import binding_of
 from tests.conftest import tunnel_id_of
 from tests.rig.harness import Handler, Rig
 from tests.rig.secrets_rotation import FUNCTION_ARN, SecretsManagerRotation
@@ -35,8 +36,8 @@ def test_create_binds_the_tunnel_to_its_secrets_by_canonical_arn(rig: Rig, handl
     tunnel_id = tunnel_id_of(rig.send(handler, "Create", rig.properties()))
 
     tags = _tags(rig, tunnel_id)
-    assert tags[SECRET_TAGS["source"]] == rig.source_secret[: -len("-AbCdEf")]
-    assert tags[SECRET_TAGS["destination"]] == rig.destination_secret[: -len("-AbCdEf")]
+    assert tags[SECRET_TAG_KEYS["source"]] == rig.source_secret[: -len("-AbCdEf")]
+    assert tags[SECRET_TAG_KEYS["destination"]] == rig.destination_secret[: -len("-AbCdEf")]
 
 
 def test_a_binding_too_long_for_a_tag_value_is_a_digest() -> None:
@@ -108,7 +109,7 @@ def test_a_forged_rotation_of_a_secret_naming_the_tunnel_is_refused(
 def _unbind(rig: Rig, tunnel_id: str) -> None:
     """What a tunnel opened before tunnels were bound looks like (tags removed by an administrator)."""
     arn = rig.tunnel(tunnel_id)["arn"]
-    rig.admin_tunnels().untag_resource(resourceArn=arn, tagKeys=list(SECRET_TAGS.values()))
+    rig.admin_tunnels().untag_resource(resourceArn=arn, tagKeys=list(SECRET_TAG_KEYS.values()))
 
 
 def test_an_unbound_tunnel_is_replaced_by_a_bound_one_on_update(rig: Rig, handler: Handler) -> None:
@@ -121,7 +122,7 @@ def test_an_unbound_tunnel_is_replaced_by_a_bound_one_on_update(rig: Rig, handle
     )
 
     assert new_id != tunnel_id
-    assert _tags(rig, new_id)[SECRET_TAGS["source"]] == binding_of(rig.source_secret)
+    assert _tags(rig, new_id)[SECRET_TAG_KEYS["source"]] == binding_of(rig.source_secret)
 
 
 def test_rotating_into_an_unbound_tunnel_says_to_update_the_stack(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from secure_tunnel_cli import token_document, tunnels
-from secure_tunnel_handler import properties
+from secure_tunnel_handler import contract, properties
 from secure_tunnel_handler.token_secrets import token_document as handler_token_document
 from tests.rig.harness import SECRET_DOCUMENT_FIELDS
 
@@ -87,9 +87,10 @@ def test_the_cli_imports_nothing_of_the_construct_library_or_the_handler() -> No
 
 
 def test_the_constants_the_cli_shares_with_the_handler_are_the_handlers() -> None:
-    assert tunnels.OWNER_TAG == properties.OWNER_TAG
-    assert properties.SECRET_TAGS["source"] == tunnels.SOURCE_SECRET_TAG
-    assert tunnels.DEFAULT_LIFETIME_MINUTES == properties.DEFAULT_LIFETIME_MINUTES
+    # The CLI is its own distribution (boto3 only): it keeps copies, which must be the contract's.
+    assert tunnels.OWNER_TAG == contract.OWNER_TAG_KEY
+    assert contract.SECRET_TAG_KEYS["source"] == tunnels.SOURCE_SECRET_TAG
+    assert tunnels.DEFAULT_LIFETIME_MINUTES == contract.DEFAULT_LIFETIME_MINUTES
     short = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tunnel/source-AbCdEf"
     long = f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{'a' * 250}-AbCdEf"
     assert not properties.binding_of(short).startswith(tunnels.HASHED_BINDING_PREFIX)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -271,8 +272,14 @@ def test_the_package_root_exports_what_users_use_and_its_version() -> None:
 def library_wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     """``pip wheel .``, as a consumer's pip builds the construct library."""
     out = tmp_path_factory.mktemp("library-wheel")
+    # From a copy of what the wheel is built from: setuptools leaves build/ in the source tree.
+    source = tmp_path_factory.mktemp("library-source")
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(REPO_ROOT / name, source / name)
+    for folder in ("constructs", "lambda"):
+        shutil.copytree(REPO_ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(REPO_ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(source)],
         check=True,
         timeout=300,
     )

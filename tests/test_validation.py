@@ -16,7 +16,7 @@ from aws_cdk.assertions import Template
 
 from cdk_iot_secure_tunnel import SecureTunnel
 from cdk_iot_secure_tunnel.provider_stack import SecureTunnelProviderStack
-from cdk_iot_secure_tunnel.validation import has_control_character
+from secure_tunnel_handler.contract import has_control_character
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,12 @@ CloudFormation resource and keeps its two client access tokens in Secrets Manage
 
 from importlib import metadata as _metadata
 
+from secure_tunnel_handler.contract import OWNER_TAG_KEY
+
 from .device_policy import DeviceNotifyPolicy
 from .handler_function import SecureTunnelHandler
 from .provider_stack import SecureTunnelProviderStack
 from .secure_tunnel import RESOURCE_TYPE, SecureTunnel
-from .validation import OWNER_TAG_KEY
 
 #: The distribution this package ships in.
 DISTRIBUTION = "cdk-iot-secure-tunnel"

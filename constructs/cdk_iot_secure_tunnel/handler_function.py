@@ -56,6 +56,8 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from secure_tunnel_handler.contract import HANDLER_TAG_PREFIX, OWNER_TAG_KEY
+
 from .acknowledgments import (
     LIST_TUNNELS_WILDCARD,
     OWNED_SECRETS_WILDCARD,
@@ -64,7 +66,6 @@ from .acknowledgments import (
     provider_wildcards,
 )
 from .bundling import HANDLER, handler_code
-from .validation import HANDLER_TAG_PREFIX, OWNER_TAG_KEY
 
 #: Construct id of the handler under its stack (the find-or-create key).
 HANDLER_CONSTRUCT_ID = "IoTSecureTunnelHandler"

@@ -30,8 +30,10 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from secure_tunnel_handler.contract import MAX_NAME_LENGTH, NAME_CHARACTERS
+
 from .handler_function import HANDLER_CONSTRUCT_ID, SecureTunnelHandler
-from .validation import MAX_NAME_LENGTH, NAME_CHARACTERS, validate_thing_group_arns
+from .validation import validate_thing_group_arns
 
 #: Export name of the handler function's ARN.
 SERVICE_TOKEN_EXPORT = "IoTSecureTunnel-ServiceToken"  # noqa: S105 - an export name, not a secret

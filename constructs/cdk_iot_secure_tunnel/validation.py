@@ -1,7 +1,9 @@
 """Synth-time checks of :class:`~cdk_iot_secure_tunnel.SecureTunnel` (and provider stack) arguments.
 
-The limits are those of the IoT Secure Tunneling API (botocore model ``iotsecuretunneling``) and
-of the ``Custom::IoTSecureTunnel`` handler, which adds four tags of its own to every tunnel.
+The limits are the resource's contract (``secure_tunnel_handler.contract``, which the handler's
+property parsing imports too); this module adds the CDK side: tokens pass unchecked, and each
+message names the argument.
+
 Every check raises :class:`TypeError` for a value of the wrong type and :class:`ValueError` for a
 value outside the allowed ones, with a message that names the argument and the allowed values.
 Values that are unresolved CDK tokens are only known at deploy time: they are not checked here
@@ -11,31 +13,32 @@ Values that are unresolved CDK tokens are only known at deploy time: they are no
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aws_cdk import Duration, Token
 
+from secure_tunnel_handler.contract import (
+    HANDLER_TAG_COUNT,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_LIFETIME_MINUTES,
+    MAX_NAME_LENGTH,
+    MAX_SERVICES,
+    MAX_TAG_KEY_LENGTH,
+    MAX_TAG_VALUE_LENGTH,
+    MAX_TUNNEL_TAGS,
+    MAX_USER_TAGS,
+    MIN_LIFETIME_MINUTES,
+    NAME_CHARACTERS,
+    NAME_RE,
+    RESERVED_TAG_PREFIXES,
+    TAG_TEXT_RULE,
+    has_control_character,
+    is_tag_text,
+)
+
 if TYPE_CHECKING:
     from aws_cdk import aws_kms as kms
-
-#: Prefix of the tag keys the handler sets on every tunnel it opens.
-HANDLER_TAG_PREFIX = "iot-secure-tunnel:"
-#: Tag key the handler puts on every tunnel it opens (value: the owning stack's id).
-OWNER_TAG_KEY = f"{HANDLER_TAG_PREFIX}owner"
-#: Tag key prefixes that users may not set: AWS's own, and the handler's.
-RESERVED_TAG_PREFIXES = ("aws:", HANDLER_TAG_PREFIX)
-#: The API accepts 200 tags on a tunnel.
-MAX_TUNNEL_TAGS = 200
-#: The handler's own tags on every tunnel: owner, request id, and the two secrets it is bound to.
-HANDLER_TAG_COUNT = 4
-MAX_USER_TAGS = MAX_TUNNEL_TAGS - HANDLER_TAG_COUNT
-#: A tunnel multiplexes at most three services (localproxy docs/MULTIPLEXING.md).
-MAX_SERVICES = 3
-MIN_LIFETIME_MINUTES = 1
-MAX_LIFETIME_MINUTES = 720
-MAX_DESCRIPTION_LENGTH = 2048
 
 #: Names of the token secrets under ``secret_name_prefix``: ``<prefix>source-token`` and
 #: ``<prefix>destination-token``. Neither ends in a hyphen and six characters, which Secrets
@@ -48,14 +51,7 @@ MAX_SECRET_NAME_LENGTH = 512
 MAX_SECRET_NAME_PREFIX_LENGTH = MAX_SECRET_NAME_LENGTH - len(DESTINATION_SECRET_NAME_SUFFIX)
 _SECRET_NAME_PREFIX_RE = re.compile(f"[{SECRET_NAME_CHARACTERS}]{{1,{MAX_SECRET_NAME_PREFIX_LENGTH}}}")
 
-#: Characters and length of thing, thing group and service names (botocore models ``iot``,
-#: ``iotsecuretunneling``).
-NAME_CHARACTERS = "a-zA-Z0-9:_-"
-MAX_NAME_LENGTH = 128
-_NAME_RE = re.compile(f"[{NAME_CHARACTERS}]{{1,{MAX_NAME_LENGTH}}}")
 _NAME_RULE = f"1-{MAX_NAME_LENGTH} characters of [{NAME_CHARACTERS}]"
-_TAG_PUNCTUATION = frozenset("_.:/=+-@")
-_TAG_TEXT_RULE = "letters, digits, spaces or _.:/=+-@"
 _IOT_ARN_PREFIX = r"arn:aws(-[a-z]+)*:iot:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:"
 # A certificate id is 64 hex digits (botocore model ``iot``: CertificateId), lowercase as AWS IoT
 # writes it in the certificate's ARN.
@@ -91,7 +87,7 @@ def validate_thing_name(name: str) -> None:
         raise _wrong_type("thing", "an aws_iot.CfnThing or a thing name", name)
     if is_unresolved(name):
         return
-    if not _NAME_RE.fullmatch(name):
+    if not NAME_RE.fullmatch(name):
         raise _fail("thing", f"a thing name of {_NAME_RULE}", name)
 
 
@@ -112,17 +108,12 @@ def validate_services(services: Sequence[str]) -> tuple[str, ...]:
     for name in names:
         if not isinstance(name, str):
             raise _wrong_type("services", rule, name)
-        if not is_unresolved(name) and not _NAME_RE.fullmatch(name):
+        if not is_unresolved(name) and not NAME_RE.fullmatch(name):
             raise _fail("services", rule, name)
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ValueError(_message("services", rule, f"duplicate {duplicates[0]!r}", "SecureTunnel"))
     return names
-
-
-def has_control_character(text: str) -> bool:
-    """Whether ``text`` has a character of Unicode category C (what ``[^\\p{C}]`` rejects)."""
-    return any(unicodedata.category(ch).startswith("C") for ch in text)
 
 
 def validate_description(description: str | None) -> None:
@@ -155,11 +146,6 @@ def lifetime_minutes(max_lifetime: Duration | None) -> int | None:
     return int(seconds // 60)
 
 
-def _is_tag_text(text: str) -> bool:
-    # The API's pattern is [\p{L}\p{Z}\p{N}_.:/=+\-@]*; Python's re has no \p classes.
-    return all(ch in _TAG_PUNCTUATION or unicodedata.category(ch)[0] in "LZN" for ch in text)
-
-
 def validate_tags(tags: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
     """At most 196 tags; keys 1-128 and values 0-256 characters of letters, digits, spaces or
     ``_.:/=+-@``; no key starting with ``aws:`` or ``iot-secure-tunnel:``. Sorted by key."""
@@ -171,19 +157,19 @@ def validate_tags(tags: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]
         handler_tags = f"the handler adds {HANDLER_TAG_COUNT} of the API's {MAX_TUNNEL_TAGS}"
         rule = f"at most {MAX_USER_TAGS} tags ({handler_tags})"
         raise _fail("tags", rule, f"{len(tags)} tags")
-    key_rule = f"a mapping whose keys are 1-128 {_TAG_TEXT_RULE}"
-    value_rule = f"a mapping whose values are 0-256 {_TAG_TEXT_RULE}"
+    key_rule = f"a mapping whose keys are 1-{MAX_TAG_KEY_LENGTH} {TAG_TEXT_RULE}"
+    value_rule = f"a mapping whose values are 0-{MAX_TAG_VALUE_LENGTH} {TAG_TEXT_RULE}"
     for key, value in tags.items():
         if not isinstance(key, str):
             raise _wrong_type("tags", key_rule, key)
-        if not (is_unresolved(key) or (1 <= len(key) <= 128 and _is_tag_text(key))):
+        if not (is_unresolved(key) or (1 <= len(key) <= MAX_TAG_KEY_LENGTH and is_tag_text(key))):
             raise _fail("tags", key_rule, key)
         if not is_unresolved(key) and key.lower().startswith(RESERVED_TAG_PREFIXES):
             reserved = " or ".join(repr(p) for p in RESERVED_TAG_PREFIXES)
             raise _fail("tags", f"a mapping with no key starting with {reserved} (reserved)", key)
         if not isinstance(value, str):
             raise _wrong_type("tags", value_rule, {key: value})
-        if not (is_unresolved(value) or (len(value) <= 256 and _is_tag_text(value))):
+        if not (is_unresolved(value) or (len(value) <= MAX_TAG_VALUE_LENGTH and is_tag_text(value))):
             raise _fail("tags", value_rule, {key: value})
     return tuple(sorted(tags.items()))
 

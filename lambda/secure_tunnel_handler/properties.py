@@ -1,41 +1,42 @@
 """Parsing and validation of the ``Custom::IoTSecureTunnel`` resource properties.
 
-CloudFormation delivers every scalar as a string (``"720"``), so numbers are parsed here.
-Limits are those of the IoT Secure Tunneling API (botocore model ``iotsecuretunneling``).
+CloudFormation delivers every scalar as a string (``"720"``), so numbers are parsed here. The
+limits and tag keys are the resource's contract (:mod:`.contract`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-OWNER_TAG = "iot-secure-tunnel:owner"
-REQUEST_TAG = "iot-secure-tunnel:request-id"
-#: The secrets a tunnel is bound to: its tokens go into no other (tag value: binding_of).
-SECRET_TAGS = {
-    "source": "iot-secure-tunnel:source-secret",
-    "destination": "iot-secure-tunnel:destination-secret",
-}
-RESERVED_TAG_PREFIXES = ("aws:", "iot-secure-tunnel:")
-# The API takes at most 200 tags; the handler adds its four own.
-MAX_USER_TAGS = 196
-# The API's longest tag value.
-MAX_TAG_VALUE = 256
-MAX_SERVICES = 3
-DEFAULT_LIFETIME_MINUTES = 720
+from .contract import (
+    DEFAULT_LIFETIME_MINUTES,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_LIFETIME_MINUTES,
+    MAX_NAME_LENGTH,
+    MAX_SERVICES,
+    MAX_TAG_KEY_LENGTH,
+    MAX_TAG_VALUE_LENGTH,
+    MAX_USER_TAGS,
+    MIN_LIFETIME_MINUTES,
+    NAME_CHARACTERS,
+    NAME_RE,
+    RESERVED_TAG_PREFIXES,
+    SECRET_TAG_KEYS,
+    TAG_TEXT_RULE,
+    has_control_character,
+    is_tag_text,
+)
 
-NAME_RE = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 SECRET_ARN_RE = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+")
 # The suffix Secrets Manager appends to a secret's name in its full ARN: "-" and 6 characters.
 SECRET_ARN_SUFFIX_RE = re.compile(r"-[A-Za-z0-9]{6}$")
 # ASCII digits only: re's \d and int() also take other scripts' digits ("\u0663" is 3), which
 # CloudFormation and the tunneling API do not.
 DIGITS_RE = re.compile(r"[0-9]{1,6}")
-_TAG_PUNCTUATION = set("_.:/=+-@")
 
 KNOWN_PROPERTIES = {
     "ServiceToken",
@@ -74,9 +75,9 @@ class TunnelSpec:
 
     @property
     def binding(self) -> dict[str, str]:
-        """The tags that bind a tunnel to this resource's secrets (see :data:`SECRET_TAGS`)."""
+        """The tags that bind a tunnel to this resource's secrets (see ``SECRET_TAG_KEYS``)."""
         arns = {"source": self.source_secret_arn, "destination": self.destination_secret_arn}
-        return {SECRET_TAGS[mode]: binding_of(arn) for mode, arn in arns.items() if arn}
+        return {SECRET_TAG_KEYS[mode]: binding_of(arn) for mode, arn in arns.items() if arn}
 
 
 def parse_properties(raw: Mapping[str, Any]) -> TunnelSpec:
@@ -141,7 +142,7 @@ def binding_of(secret_arn: str) -> str:
     """The tag value that binds a tunnel to a secret: the secret's canonical ARN, or
     ``sha256:<hex>`` of it when the ARN is longer than a tag value."""
     canonical = canonical_secret_arn(secret_arn)
-    if len(canonical) <= MAX_TAG_VALUE:
+    if len(canonical) <= MAX_TAG_VALUE_LENGTH:
         return canonical
     return f"sha256:{hashlib.sha256(canonical.encode()).hexdigest()}"
 
@@ -178,7 +179,7 @@ def _destination(value: Any, problems: list[str]) -> tuple[str, tuple[str, ...]]
 
 
 def _services(value: Any, problems: list[str]) -> tuple[str, ...]:
-    allowed = f"1 to {MAX_SERVICES} unique names of 1-128 characters [a-zA-Z0-9:_-]"
+    allowed = f"1 to {MAX_SERVICES} unique names of 1-{MAX_NAME_LENGTH} characters [{NAME_CHARACTERS}]"
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_SERVICES:
         problems.append(f"DestinationConfig.Services must be a list of {allowed}")
         return ()
@@ -191,14 +192,16 @@ def _services(value: Any, problems: list[str]) -> tuple[str, ...]:
 def _description(value: Any, problems: list[str]) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not 1 <= len(value) <= 2048 or _has_control_character(value):
-        problems.append("Description must be 1-2048 characters with no control characters")
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= MAX_DESCRIPTION_LENGTH
+        or has_control_character(value)
+    ):
+        problems.append(
+            f"Description must be 1-{MAX_DESCRIPTION_LENGTH} characters with no control characters"
+        )
         return None
     return value
-
-
-def _has_control_character(text: str) -> bool:
-    return any(unicodedata.category(ch).startswith("C") for ch in text)
 
 
 def _tags(value: Any, problems: list[str]) -> tuple[tuple[str, str], ...]:
@@ -223,18 +226,13 @@ def _tag_problem(tag: Any) -> str | None:
     if not isinstance(tag, Mapping) or set(tag) != {"Key", "Value"}:
         return "must be an object with exactly Key and Value"
     key, val = tag["Key"], tag["Value"]
-    if not isinstance(key, str) or not 1 <= len(key) <= 128 or not _is_tag_text(key):
-        return "Key must be 1-128 letters, digits, spaces or _.:/=+-@"
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_TAG_KEY_LENGTH or not is_tag_text(key):
+        return f"Key must be 1-{MAX_TAG_KEY_LENGTH} {TAG_TEXT_RULE}"
     if key.lower().startswith(RESERVED_TAG_PREFIXES):
         return f"Key must not start with {' or '.join(RESERVED_TAG_PREFIXES)} (reserved)"
-    if not isinstance(val, str) or len(val) > MAX_TAG_VALUE or not _is_tag_text(val):
-        return "Value must be 0-256 letters, digits, spaces or _.:/=+-@"
+    if not isinstance(val, str) or len(val) > MAX_TAG_VALUE_LENGTH or not is_tag_text(val):
+        return f"Value must be 0-{MAX_TAG_VALUE_LENGTH} {TAG_TEXT_RULE}"
     return None
-
-
-def _is_tag_text(text: str) -> bool:
-    # The API's pattern is [\p{L}\p{Z}\p{N}_.:/=+\-@]*; Python's re has no \p classes.
-    return all(ch in _TAG_PUNCTUATION or unicodedata.category(ch)[0] in "LZN" for ch in text)
 
 
 def _lifetime(value: Any, problems: list[str]) -> int:
@@ -247,8 +245,12 @@ def _lifetime(value: Any, problems: list[str]) -> int:
     # CloudFormation sends "720"; a template author testing the handler directly may send 720.
     if isinstance(minutes, int) and not isinstance(minutes, bool):
         minutes = str(minutes)
-    if not isinstance(minutes, str) or not DIGITS_RE.fullmatch(minutes) or not 1 <= int(minutes) <= 720:
-        problems.append("TimeoutConfig.MaxLifetimeTimeoutMinutes must be a whole number from 1 to 720")
+    lifetimes = range(MIN_LIFETIME_MINUTES, MAX_LIFETIME_MINUTES + 1)
+    if not isinstance(minutes, str) or not DIGITS_RE.fullmatch(minutes) or int(minutes) not in lifetimes:
+        problems.append(
+            "TimeoutConfig.MaxLifetimeTimeoutMinutes must be a whole number from "
+            f"{MIN_LIFETIME_MINUTES} to {MAX_LIFETIME_MINUTES}"
+        )
         return DEFAULT_LIFETIME_MINUTES
     return int(minutes)
 

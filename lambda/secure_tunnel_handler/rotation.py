@@ -23,19 +23,18 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NoReturn
 
+from .contract import CURRENT, PENDING, SECRET_TAG_KEYS, format_time
 from .errors import error_code, explain
-from .properties import SECRET_TAGS, binding_of
+from .properties import binding_of
 from .redaction import REDACTOR
 from .retries import Retrier
 from .tunnels import TunnelService, TunnelState
 
 logger = logging.getLogger(__name__)
 
-CURRENT = "AWSCURRENT"
-PENDING = "AWSPENDING"
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 #: The document's clientMode -> RotateTunnelAccessToken's clientMode.
 CLIENT_MODES = {"source": "SOURCE", "destination": "DESTINATION"}
@@ -222,7 +221,7 @@ class TokenRotation:
             tunnel_arn=tunnel.tunnel_arn,
             thing_name=tunnel.thing_name or current.thing_name,
             services=tunnel.services or current.services,
-            expires_at=_iso(tunnel.expires_at),
+            expires_at=format_time(tunnel.expires_at),
         )
         request: dict[str, Any] = {
             "SecretId": event.secret_id,
@@ -393,7 +392,7 @@ class TokenRotation:
             )
         # Nor may a secret that merely names the tunnel receive its tokens: only a secret the
         # tunnel was opened for (bound at OpenTunnel, in tags the handler's role cannot change).
-        bound = state.tags.get(SECRET_TAGS[current.client_mode])
+        bound = state.tags.get(SECRET_TAG_KEYS[current.client_mode])
         if bound != binding_of(self._secret_arn):
             self._refuse(
                 event,
@@ -422,7 +421,7 @@ class TokenRotation:
         if state is None:
             return f"Tunnel {tunnel_id} no longer exists"
         if state.expires_at <= self._now():
-            return f"Tunnel {tunnel_id} expired at {_iso(state.expires_at)}"
+            return f"Tunnel {tunnel_id} expired at {format_time(state.expires_at)}"
         return f"Tunnel {tunnel_id} is closed (it was closed before its lifetime ended)"
 
     def _check_replaces(self, event: RotationStep, pending: TokenDocument, current: TokenDocument) -> None:
@@ -477,8 +476,3 @@ class TokenRotation:
             if error_code(exc) == "ResourceNotFoundException":
                 self._refuse_closed(event, self._closed(tunnel.tunnel_id, None))
             raise
-
-
-def _iso(moment: datetime) -> str:
-    """The secret documents' time format (ISO 8601, UTC, seconds)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .contract import CURRENT, PREVIOUS, format_time
 from .errors import error_code
 from .properties import TunnelSpec
 from .retries import Retrier
@@ -30,8 +31,6 @@ from .tunnels import IssuedTunnel, TunnelState
 
 logger = logging.getLogger(__name__)
 
-CURRENT = "AWSCURRENT"
-PREVIOUS = "AWSPREVIOUS"
 # A deleted or scheduled-for-deletion secret has nothing left to restore.
 GONE_CODES = frozenset({"ResourceNotFoundException", "InvalidRequestException"})
 #: Staging label of the claim versions: a version with no label may be deleted by Secrets Manager.
@@ -119,7 +118,7 @@ def token_document(
             "region": region,
             "thingName": destination.thing_name,
             "services": list(destination.services),
-            "expiresAt": expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "expiresAt": format_time(expires_at),
         }
     )
 

@@ -25,8 +25,15 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from .contract import (
+    DEFAULT_LIFETIME_MINUTES,
+    HANDLER_TAG_PREFIX,
+    OWNER_TAG_KEY,
+    REQUEST_TAG_KEY,
+    SECRET_TAG_KEYS,
+)
 from .errors import HandlerError, error_code
-from .properties import OWNER_TAG, REQUEST_TAG, SECRET_TAGS, TunnelSpec
+from .properties import TunnelSpec
 from .redaction import REDACTOR
 from .retries import Retrier, is_access_denied, is_throttling, is_transient
 
@@ -67,12 +74,12 @@ class TunnelState:
     @property
     def binding(self) -> dict[str, str]:
         """The tags that bind the tunnel to its secrets (none: opened before tunnels were bound)."""
-        return {tag: self.tags[tag] for tag in SECRET_TAGS.values() if tag in self.tags}
+        return {tag: self.tags[tag] for tag in SECRET_TAG_KEYS.values() if tag in self.tags}
 
     @property
     def user_tags(self) -> dict[str, str]:
         """Tags other than the handler's own."""
-        return {k: v for k, v in self.tags.items() if not k.startswith("iot-secure-tunnel:")}
+        return {k: v for k, v in self.tags.items() if not k.startswith(HANDLER_TAG_PREFIX)}
 
 
 @dataclass(frozen=True)
@@ -145,7 +152,7 @@ class TunnelService:
 
     def owns(self, tunnel: TunnelState) -> bool:
         """Whether this handler's stack opened the tunnel (its owner tag, set at OpenTunnel)."""
-        return tunnel.tags.get(OWNER_TAG) == self._owner
+        return tunnel.tags.get(OWNER_TAG_KEY) == self._owner
 
     def _opened_by(self, spec: TunnelSpec, request_id: str) -> list[TunnelState]:
         """The OPEN tunnels of this owner that the given request opened.
@@ -159,7 +166,7 @@ class TunnelService:
             if summary.get("status") != OPEN or summary.get("description") != spec.description:
                 continue
             state = self._describe_if_visible(summary["tunnelId"])
-            if state is not None and state.tags.get(REQUEST_TAG) == request_id and self.owns(state):
+            if state is not None and state.tags.get(REQUEST_TAG_KEY) == request_id and self.owns(state):
                 found.append(state)
         return found
 
@@ -313,7 +320,7 @@ def _first(tunnels: list[TunnelState]) -> TunnelState | None:
 
 
 def _open_request(spec: TunnelSpec, owner: str, request_id: str) -> dict[str, Any]:
-    own = {OWNER_TAG: owner, REQUEST_TAG: request_id, **spec.binding}
+    own = {OWNER_TAG_KEY: owner, REQUEST_TAG_KEY: request_id, **spec.binding}
     tags = [{"key": k, "value": v} for k, v in (*spec.tags, *own.items())]
     request: dict[str, Any] = {
         "destinationConfig": _destination(spec),
@@ -344,7 +351,9 @@ def _state(tunnel: dict[str, Any]) -> TunnelState:
         description=tunnel.get("description"),
         thing_name=destination.get("thingName", ""),
         services=tuple(destination.get("services", ())),
-        max_lifetime_minutes=int(tunnel.get("timeoutConfig", {}).get("maxLifetimeTimeoutMinutes", 720)),
+        max_lifetime_minutes=int(
+            tunnel.get("timeoutConfig", {}).get("maxLifetimeTimeoutMinutes", DEFAULT_LIFETIME_MINUTES)
+        ),
         created_at=created_at.astimezone(UTC),
         tags={t["key"]: t["value"] for t in tunnel.get("tags", [])},
     )
