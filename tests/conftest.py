@@ -27,6 +27,19 @@ from tests.synth_fixtures import cli_assembly, construct_synth, in_process_assem
 
 __all__ = ["cli_assembly", "construct_synth", "in_process_assembly"]  # fixtures for every test module
 
+#: Session fixtures that synthesize a CDK app; a test that uses one, even through another
+#: fixture (the rig enforces the synthesized provider policy), is marked ``synth``.
+SYNTH_FIXTURES = frozenset({"cli_assembly", "in_process_assembly", "construct_synth"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a synthesized app ``synth``: ``pytest -m "not synth"`` is the
+    fast inner loop (no ``cdk synth``)."""
+    for item in items:
+        if SYNTH_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.synth)
+
+
 #: The handler's window for IAM propagation in tests (30 s in Lambda).
 IAM_PATIENCE_SECONDS = 0.5
 
