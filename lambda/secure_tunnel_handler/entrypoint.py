@@ -23,6 +23,7 @@ import boto3
 from botocore.config import Config
 
 from .errors import HandlerError, explain
+from .lambda_context import LambdaContext
 from .lifecycle import Outcome, TunnelResource
 from .redaction import REDACTOR
 from .responses import ENVELOPE_FIELDS, CheckedCfnResource, Heard
@@ -85,12 +86,12 @@ def _owner() -> str:
     return owner
 
 
-def _retrier(context: Any) -> Retrier:
+def _retrier(context: LambdaContext) -> Retrier:
     remaining = context.get_remaining_time_in_millis() / 1000.0
     return Retrier(deadline=time.monotonic() + remaining - SAFETY_MARGIN_SECONDS)
 
 
-def _resource(context: Any, pool: ThreadPoolExecutor) -> TunnelResource:
+def _resource(context: LambdaContext, pool: ThreadPoolExecutor) -> TunnelResource:
     owner = _owner()
     retrier = _retrier(context)
     tunnels_client, secrets_client = _clients()
@@ -116,7 +117,7 @@ def is_rotation_event(event: Any) -> bool:
     )
 
 
-def _rotate(event: dict[str, Any], context: Any) -> None:
+def _rotate(event: dict[str, Any], context: LambdaContext) -> None:
     """One Secrets Manager rotation step of a token secret."""
     # Imported here: a function that only serves CloudFormation events never loads it, which
     # keeps the cold start at the floor of boto3 and its two clients (docs/benchmarks.md).
@@ -131,7 +132,7 @@ def _rotate(event: dict[str, Any], context: Any) -> None:
     rotation.run(RotationStep.from_event(event))
 
 
-def _run(action: str, event: dict[str, Any], context: Any) -> str | None:
+def _run(action: str, event: dict[str, Any], context: LambdaContext) -> str | None:
     _name_in_any_response(event.get("PhysicalResourceId") or helper.generate_physical_id(event))
     with ThreadPoolExecutor(max_workers=POOL_WORKERS) as pool:
         try:
@@ -155,7 +156,7 @@ def _run(action: str, event: dict[str, Any], context: Any) -> str | None:
 _answered: list[Outcome] = []
 
 
-def _withdraw_if_unheard(context: Any) -> None:
+def _withdraw_if_unheard(context: LambdaContext) -> None:
     """Close the tunnel this invocation opened if CloudFormation will never reference it: the
     response naming it was refused or never arrived, or another response went first (crhelper's
     timer answered FAILED while the handler was still working)."""
@@ -175,17 +176,17 @@ def _may_have_heard(outcome: Outcome) -> bool:
 
 
 @helper.create
-def _create(event: dict[str, Any], context: Any) -> str | None:
+def _create(event: dict[str, Any], context: LambdaContext) -> str | None:
     return _run("create", event, context)
 
 
 @helper.update
-def _update(event: dict[str, Any], context: Any) -> str | None:
+def _update(event: dict[str, Any], context: LambdaContext) -> str | None:
     return _run("update", event, context)
 
 
 @helper.delete
-def _delete(event: dict[str, Any], context: Any) -> str | None:
+def _delete(event: dict[str, Any], context: LambdaContext) -> str | None:
     return _run("delete", event, context)
 
 
@@ -195,7 +196,7 @@ def _can_be_answered(event: Any) -> bool:
     return all(isinstance(event.get(k), str) for k in ENVELOPE_FIELDS)
 
 
-def handler(event: dict[str, Any], context: Any) -> None:
+def handler(event: dict[str, Any], context: LambdaContext) -> None:
     """Serve one CloudFormation custom resource event or one Secrets Manager rotation step."""
     REDACTOR.forget_all()
     REDACTOR.install(logging.getLogger())

@@ -10,12 +10,15 @@ import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from .errors import HandlerError, explain
 from .properties import InvalidProperties, TunnelSpec, parse_properties, secret_arns_of, thing_names_of
 from .token_secrets import Claim, PartialWriteError, Restore, TokenSecrets
 from .tunnels import DuplicateDelivery, IssuedTunnel, TunnelService, TunnelState
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 logger = logging.getLogger(__name__)
 
@@ -235,10 +238,10 @@ class TunnelResource:
         return Outcome(current.tunnel_id, _attributes(current.tunnel_id, current.tunnel_arn))
 
     @staticmethod
-    def _step(step: str, fn: Any, *args: Any) -> Any:
+    def _step(step: str, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
         """Run one step; an AWS failure becomes a reason that names the step."""
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except DuplicateDelivery:
             raise
         except Exception as exc:

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args
 
 from .contract import CURRENT, PENDING, SECRET_TAG_KEYS, format_time
 from .errors import error_code, explain
@@ -33,9 +33,14 @@ from .redaction import REDACTOR
 from .retries import Retrier
 from .tunnels import TunnelService, TunnelState
 
+if TYPE_CHECKING:
+    from mypy_boto3_iotsecuretunneling import IoTSecureTunnelingClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
 logger = logging.getLogger(__name__)
 
-STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
+StepName = Literal["createSecret", "setSecret", "testSecret", "finishSecret"]
+STEPS: tuple[StepName, ...] = get_args(StepName)
 #: The document's clientMode -> RotateTunnelAccessToken's clientMode.
 CLIENT_MODES = {"source": "SOURCE", "destination": "DESTINATION"}
 #: How a closed tunnel is fixed: the resource's Update opens a new one when the old one is not OPEN.
@@ -60,7 +65,7 @@ class RotationError(Exception):
 class RotationStep:
     """One invocation by Secrets Manager."""
 
-    step: str
+    step: StepName
     secret_id: str
     version_id: str
     #: Sent by Secrets Manager for rotations that use an assumed role; passed back on writes.
@@ -150,8 +155,8 @@ class TokenRotation:
 
     def __init__(
         self,
-        secrets_client: Any,
-        tunnels_client: Any,
+        secrets_client: SecretsManagerClient,
+        tunnels_client: IoTSecureTunnelingClient,
         tunnels: TunnelService,
         retrier: Retrier,
         *,
@@ -170,7 +175,7 @@ class TokenRotation:
     def run(self, event: RotationStep) -> None:
         """Check that the version is being rotated, then run its step; AWS errors become RotationError."""
         logger.info("%s of secret %s, version %s", event.step, event.secret_id, event.version_id)
-        steps: dict[str, Callable[[RotationStep], None]] = {
+        steps: dict[StepName, Callable[[RotationStep], None]] = {
             "createSecret": self.create_secret,
             "setSecret": self.set_secret,
             "testSecret": self.test_secret,

@@ -21,13 +21,16 @@ from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .contract import CURRENT, PREVIOUS, format_time
 from .errors import error_code
 from .properties import TunnelSpec
 from .retries import Retrier
 from .tunnels import IssuedTunnel, TunnelState
+
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager import SecretsManagerClient
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +131,7 @@ class TokenSecrets:
 
     def __init__(
         self,
-        client: Any,
+        client: SecretsManagerClient,
         retrier: Retrier,
         region: str,
         pool: ThreadPoolExecutor,

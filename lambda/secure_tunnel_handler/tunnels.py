@@ -20,10 +20,10 @@ The permission model these calls live in (``constructs/.../handler_function.py``
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .contract import (
     DEFAULT_LIFETIME_MINUTES,
@@ -36,6 +36,14 @@ from .errors import HandlerError, error_code
 from .properties import TunnelSpec
 from .redaction import REDACTOR
 from .retries import Retrier, is_access_denied, is_throttling, is_transient
+
+if TYPE_CHECKING:
+    from mypy_boto3_iotsecuretunneling import IoTSecureTunnelingClient
+    from mypy_boto3_iotsecuretunneling.type_defs import (
+        DestinationConfigTypeDef,
+        TagTypeDef,
+        TunnelSummaryTypeDef,
+    )
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +115,9 @@ class DuplicateDelivery(Exception):
 class TunnelService:
     """Opens, inspects, rotates and closes tunnels owned by this handler."""
 
-    def __init__(self, client: Any, retrier: Retrier, owner: str, now: Callable[[], datetime]) -> None:
+    def __init__(
+        self, client: IoTSecureTunnelingClient, retrier: Retrier, owner: str, now: Callable[[], datetime]
+    ) -> None:
         self._client = client
         self._retrier = retrier
         self._owner = owner
@@ -223,8 +233,11 @@ class TunnelService:
         tunneling troubleshooting); without it the device's token is revoked and never replaced.
         """
         config = _destination(destination) if destination else destination_config_of(tunnel)
-        request = {"tunnelId": tunnel.tunnel_id, "clientMode": "ALL", "destinationConfig": config}
-        response = self._retrier.call(lambda: self._client.rotate_tunnel_access_token(**request))
+        response = self._retrier.call(
+            lambda: self._client.rotate_tunnel_access_token(
+                tunnelId=tunnel.tunnel_id, clientMode="ALL", destinationConfig=config
+            )
+        )
         return self._issued(tunnel.tunnel_id, tunnel.tunnel_arn, tunnel.expires_at, response)
 
     def rotate_side(self, tunnel: TunnelState, mode: str) -> str:
@@ -287,7 +300,7 @@ class TunnelService:
     def sync_tags(self, tunnel: TunnelState, wanted: dict[str, str]) -> None:
         """Make the tunnel's user tags equal ``wanted``; the handler's own tags stay."""
         current = tunnel.user_tags
-        changed = [{"key": k, "value": v} for k, v in wanted.items() if current.get(k) != v]
+        changed: list[TagTypeDef] = [{"key": k, "value": v} for k, v in wanted.items() if current.get(k) != v]
         removed = [k for k in current if k not in wanted]
         if changed:
             self._retrier.call(lambda: self._client.tag_resource(resourceArn=tunnel.tunnel_arn, tags=changed))
@@ -296,8 +309,8 @@ class TunnelService:
                 lambda: self._client.untag_resource(resourceArn=tunnel.tunnel_arn, tagKeys=removed)
             )
 
-    def _summaries(self, thing_name: str) -> list[dict[str, Any]]:
-        summaries: list[dict[str, Any]] = []
+    def _summaries(self, thing_name: str) -> list[TunnelSummaryTypeDef]:
+        summaries: list[TunnelSummaryTypeDef] = []
         request: dict[str, Any] = {"thingName": thing_name, "maxResults": 100}
         while True:
             page = self._retrier.call(lambda: self._client.list_tunnels(**request))
@@ -307,7 +320,7 @@ class TunnelService:
             request["nextToken"] = page["nextToken"]
 
     def _issued(
-        self, tunnel_id: str, arn: str, expires_at: datetime, response: dict[str, Any]
+        self, tunnel_id: str, arn: str, expires_at: datetime, response: Mapping[str, Any]
     ) -> IssuedTunnel:
         tokens = AccessTokens(response["sourceAccessToken"], response["destinationAccessToken"])
         REDACTOR.remember(tokens.source, tokens.destination)
@@ -332,16 +345,16 @@ def _open_request(spec: TunnelSpec, owner: str, request_id: str) -> dict[str, An
     return request
 
 
-def _destination(spec: TunnelSpec) -> dict[str, Any]:
+def _destination(spec: TunnelSpec) -> DestinationConfigTypeDef:
     return {"thingName": spec.thing_name, "services": list(spec.services)}
 
 
-def destination_config_of(tunnel: TunnelState) -> dict[str, Any]:
+def destination_config_of(tunnel: TunnelState) -> DestinationConfigTypeDef:
     """The tunnel's own destination configuration, as RotateTunnelAccessToken takes it."""
     return {"thingName": tunnel.thing_name, "services": list(tunnel.services)}
 
 
-def _state(tunnel: dict[str, Any]) -> TunnelState:
+def _state(tunnel: Mapping[str, Any]) -> TunnelState:
     destination = tunnel.get("destinationConfig", {})
     created_at = tunnel.get("createdAt") or datetime.now(UTC)
     return TunnelState(
