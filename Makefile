@@ -62,7 +62,7 @@ reliability: setup
 # rewrites docs/benchmarks.md (a few minutes). Not part of `make test`.
 .PHONY: bench
 bench: setup
-	python -m tests.bench
+	python -m bench
 
 # A standalone provider release (docs/deploy-without-cdk.md), for the AWS CLI or a StackSet, without
 # CDK or `cdk bootstrap`: dist/iot-secure-tunnel-provider.template.json (the handler zip's bucket

@@ -17,19 +17,21 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 
 from .errors import HandlerError, explain
-from .lambda_context import LambdaContext
 from .lifecycle import Outcome, TunnelResource
 from .redaction import REDACTOR
 from .responses import ENVELOPE_FIELDS, CheckedCfnResource, Heard
 from .retries import Retrier
 from .token_secrets import TokenSecrets
 from .tunnels import TunnelService
+
+if TYPE_CHECKING:
+    from .lambda_context import LambdaContext
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
-"""In-process synthesis of the scale stack, run in a fresh process by ``tests.bench.scale``.
+"""In-process synthesis of the scale stack, run in a fresh process by ``bench.scale``.
 
-``python -m tests.bench.synth_worker <request.json> <result.json>``. The request names the tunnel
+``python -m bench.synth_worker <request.json> <result.json>``. The request names the tunnel
 counts to time (in rounds, alternating order) and the largest count to search for the IAM policy
 quotas. The first synthesis of a process loads aws-cdk-lib into jsii's Node process; it is timed
 apart, and every timed synthesis comes after it. Bundling runs as in ``cdk synth``, except in the
@@ -24,7 +24,7 @@ Json = dict[str, Any]
 def _synth(count: int, *, bundle: bool = True) -> tuple[float, Json]:
     import aws_cdk as cdk
 
-    from tests.bench.scale_app import STACK_NAME, build
+    from bench.scale_app import STACK_NAME, build
     from tests.cdk_helpers import cdk_json_context
 
     outdir = tempfile.mkdtemp(prefix="bench-synth-")
@@ -44,7 +44,7 @@ def _synth(count: int, *, bundle: bool = True) -> tuple[float, Json]:
 
 
 def _fits(count: int) -> tuple[bool, str]:
-    from tests.bench.iam import policy_fit
+    from bench.iam import policy_fit
 
     fit = policy_fit(_synth(count, bundle=False)[1])
     return fit.fits, fit.describe()

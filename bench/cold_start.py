@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.bench.report import median
+from bench.report import median
 
 FLOOR = """
 import boto3

@@ -42,7 +42,7 @@ from typing import Any
 
 import boto3
 
-from tests.bench.report import median
+from bench.report import median
 from tests.reliability.fault_proxy import FaultProxy
 from tests.rig.cloudformation import STACK_NAME, LambdaContext
 from tests.rig.harness import REGION, THING, Handler, Rig

@@ -1,6 +1,6 @@
 """A CDK app with N ``SecureTunnel``s in one stack, for the scale figures.
 
-``cdk synth --app "python -m tests.bench.scale_app" -c bench:tunnels=N`` (from the repository
+``cdk synth --app "python -m bench.scale_app" -c bench:tunnels=N`` (from the repository
 root, so that cdk.json's feature flags apply). Each tunnel reaches its own thing, given by name
 (an existing thing: no ``AWS::IoT::Thing`` resource is counted), with the default two secrets.
 No cdk-nag: the figures are those of the construct library, not of the repository's demo app.

@@ -1,7 +1,7 @@
 """Synthesis: ``cdk synth`` time and template size for 1, 10 and 50 tunnels in one stack, the Lambda
 asset (zipped size, hash stable across synths), and how many tunnels fit in one stack.
 
-``cdk synth`` is the pinned CDK CLI on ``tests/bench/scale_app.py`` (cdk.json's feature flags,
+``cdk synth`` is the pinned CDK CLI on ``bench/scale_app.py`` (cdk.json's feature flags,
 local bundling, no Docker, no AWS credentials): what a user waits for, jsii's start included.
 The same stack is also synthesized in process (``synth_worker``, jsii already started) to show
 the part that grows with the number of tunnels. Counts run in rounds, in alternating order.
@@ -9,7 +9,7 @@ the part that grows with the number of tunnels. Counts run in rounds, in alterna
 How many tunnels fit before CloudFormation's 500-resource limit is computed from the templates
 (resources per tunnel, fixed resources, CDK's overflow policies) and then verified with
 ``cdk synth`` of that many and of one more. How many fit IAM's policy quotas is searched with
-in-process synths (see ``tests/bench/iam.py``).
+in-process synths (see ``bench/iam.py``).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.bench.iam import MAX_RESOURCES, PolicyFit, policy_fit, resource_count, resource_types
-from tests.bench.report import REPO_ROOT, median
-from tests.bench.scale_app import STACK_NAME, TUNNELS_CONTEXT
+from bench.iam import MAX_RESOURCES, PolicyFit, policy_fit, resource_count, resource_types
+from bench.report import REPO_ROOT, median
+from bench.scale_app import STACK_NAME, TUNNELS_CONTEXT
 from tests.cdk_helpers import CDK_CLI, tool_environment
 
 Json = dict[str, Any]
@@ -70,7 +70,7 @@ def cdk_synth(count: int, workdir: Path) -> Synth:
         str(CDK_CLI),
         "synth",
         "--app",
-        f"{sys.executable} -m tests.bench.scale_app",
+        f"{sys.executable} -m bench.scale_app",
         "--context",
         f"{TUNNELS_CONTEXT}={count}",
         "--quiet",
@@ -244,7 +244,7 @@ def _worker(counts: list[int], rounds: int, search_max: int, workdir: Path) -> J
     request, result = workdir / "worker-request.json", workdir / "worker-result.json"
     request.write_text(json.dumps({"counts": counts, "rounds": rounds, "iam_search_max": search_max}))
     done = subprocess.run(
-        [sys.executable, "-m", "tests.bench.synth_worker", str(request), str(result)],
+        [sys.executable, "-m", "bench.synth_worker", str(request), str(result)],
         cwd=REPO_ROOT,
         env=tool_environment(),
         capture_output=True,

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.bench import cold_start, events, scale
-from tests.bench.iam import MANAGED_POLICIES_PER_ROLE, MANAGED_POLICY_LIMIT, MAX_RESOURCES, ROLE_INLINE_LIMIT
-from tests.bench.report import (
+from bench import cold_start, events, scale
+from bench.iam import MANAGED_POLICIES_PER_ROLE, MANAGED_POLICY_LIMIT, MAX_RESOURCES, ROLE_INLINE_LIMIT
+from bench.report import (
     REPO_ROOT,
     Figure,
     count_token_hits,
@@ -38,108 +38,18 @@ ASSET_LIMIT_BYTES = 100_000
 DELETE_LIMIT_SECONDS = 1.0
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
 
-#: Why the handler makes each call beyond the unavoidable ones (per event kind where it differs).
-WHY: dict[str, dict[str, str]] = {
-    "ListTunnels": {
-        "": "idempotent Create: before OpenTunnel the handler lists the thing's tunnels to find one "
-        "that an earlier delivery of the same request opened (Lambda can deliver an event twice), "
-        "so that a redelivery opens no second tunnel; after OpenTunnel it lists them again to find a "
-        "concurrent delivery that opened one first (the later one closes its own). Two sequential "
-        "round trips, one on each side of OpenTunnel.",
-    },
-    "DescribeTunnel": {
-        "": "the request id is only in a tunnel's tags, not in ListTunnels' summaries: each of the two "
-        "look-ups describes every OPEN tunnel of the thing with the same description, one after "
-        "another (after OpenTunnel, the new tunnel included). DescribeTunnel, not "
-        "ListTagsForResource: for tunnels only DescribeTunnel honours the owner-tag condition the "
-        "handler's policy is scoped by (docs/aws-semantics.md). With k other such tunnels that is "
-        "2k + 1 sequential round trips (the crowded Create).",
-        "Update": "before rotating, DescribeTunnel checks that the tunnel is still OPEN (what "
-        "RotateTunnelAccessToken answers for a CLOSED tunnel is not documented, so the handler does "
-        "not rely on an error code) and reads its description, lifetime, destination and tags to "
-        "choose between rotating in place and opening a replacement. One sequential round trip "
-        "before the rotation (or before the replacement's look-ups).",
-        "Delete": "only when a secret's previous version holds another tunnel (after a replacement): "
-        "the secrets are moved back only to a tunnel that is still OPEN, checked once for both. One "
-        "more sequential round trip after the secret reads.",
-    },
-    "GetSecretValue": {
-        "": "rollback of a replacement: beside CloseTunnel, the handler reads each secret's "
-        "AWSCURRENT and, if it holds the tunnel being deleted, then its AWSPREVIOUS, so that the "
-        "secrets can get back the tokens of the tunnel CloudFormation keeps (DESIGN.md, replacement "
-        "and rollback). The two reads of a secret are sequential: two round trips where CloseTunnel "
-        "needs one.",
-    },
-    "PutSecretValue": {
-        "Update": "an in-place Update first claims its request in the source secret (a version whose "
-        "ClientRequestToken derives from the request id): a second delivery of the same request "
-        "cannot claim it, rotates nothing and reports the first one's writes, so no secret is left "
-        "holding a token the other rotation revoked. One sequential round trip before the rotation.",
-    },
-    "TagResource": {"": "tags changed in place, in parallel with the secret writes."},
-    "UntagResource": {"": "tags removed in place, in parallel with the secret writes."},
-}
-
-#: What would bring each missed figure down, shown when that figure misses its target. Not applied
-#: here: lambda/ and constructs/ belong to other issues.
-SUGGESTIONS: dict[str, str] = {
-    events.DELETE: """\
-**Delete, to 1 round trip.** Read AWSCURRENT and AWSPREVIOUS of each secret at the same time
-instead of one after the other (four reads beside CloseTunnel; the event's thread pool needs at
-least 5 workers), then decide the restore from the answers. The common Delete then costs
-max(CloseTunnel, GetSecretValue) = 1 round trip. The restore path keeps its DescribeTunnel, which
-needs the previous tunnel's id from the reads.""",
-    events.UPDATE_IN_PLACE: """\
-**In-place Update, to 2 round trips.** Decide "replace or rotate" from `OldResourceProperties` vs
-`ResourceProperties` (Description, TimeoutConfig) and send RotateTunnelAccessToken at the same time
-as DescribeTunnel, always with the new `destinationConfig` (accepted with `clientMode=ALL`). If
-DescribeTunnel then says the tunnel is not OPEN (or gone), discard the rotation's answer, whatever
-it was, and open a replacement as today. The tag diff still comes from DescribeTunnel and already
-runs beside the writes. A replacing Update decided from the properties also skips the
-DescribeTunnel before its look-ups.""",
-    events.CREATE: """\
-**Create and replacing Update, to 4 round trips (and no growth with the thing's tunnels).** In
-the check after OpenTunnel, skip the tags of the tunnel just opened and of tunnels created after it
-(only an earlier tunnel can win: `_first` orders by `createdAt`), and read the remaining
-candidates' tags in parallel in both look-ups. The next best Create is then ListTunnels,
-OpenTunnel, ListTunnels, the writes: 4 round trips, 2.0x the floor. The two look-ups are what make
-a redelivered or concurrent Create open no second tunnel (DESIGN.md), and OpenTunnel has no client
-token that would make it idempotent by itself, so 1.2x is out of reach without giving that up.
-(Overlapping the second look-up with the secret writes, a losing duplicate undoing its writes,
-would reach 3 round trips, 1.5x; it needs tests of the interleavings first.)""",
-    "iam": """\
-**IAM policy size, tunnels per stack.** Tag both secrets with `iot-secure-tunnel:owner` = the
-stack id and grant the Secrets Manager actions on `secret:*` with the condition
-`aws:ResourceTag/iot-secure-tunnel:owner` = `${AWS::StackId}` (Secrets Manager supports
-resource-tag conditions): the largest statement, two secret ARNs (~105 characters each) per
-tunnel, becomes constant. What still grows is the thing ARN in the OpenTunnel and Rotate
-statements (~55 characters each, per distinct thing): roughly 100 tunnels to distinct things fit
-a 6,144-character managed policy; `thing/*` with the owner-tag condition would make the policy
-constant and leave the 500-resource limit as the only one. Until then the construct could fail at
-synth time, with a message, when the resolved secrets statement would exceed IAM's quota (CDK only
-warns about the number of overflow policies).""",
-    "cold": """\
-**Cold start.** Import `rotation` on the first Secrets Manager rotation event instead of at module
-load (CloudFormation events never use it), and keep module bodies light (dataclass creation and
-regular expression compilation are most of the handler's own import time).""",
-}
+#: The page's analysis (why the handler makes each call beyond the floor, what would bring a
+#: figure down) is written by hand between these markers; ``make bench`` keeps it as it is.
+ANALYSIS_START = "<!-- analysis: written by hand; make bench keeps this section as it is -->"
+ANALYSIS_END = "<!-- end of the hand-written analysis -->"
 
 
-def suggestions(figures: Sequence[Figure], event_results: events.EventResults) -> list[str]:
-    """The suggestions for the figures that missed their target, numbered."""
-    missed_events = {
-        label
-        for label, stats in event_results.stats.items()
-        if stats.walls
-        and stats.floor_round_trips
-        and event_results.wall(label) > EVENT_TARGET * stats.floor_round_trips * event_results.latency
-    }
-    wanted = [key for key in (events.DELETE, events.UPDATE_IN_PLACE, events.CREATE) if key in missed_events]
-    if any(f.met is False and f.name.startswith("Tunnels per stack, IAM") for f in figures):
-        wanted.append("iam")
-    if any(f.met is False and f.group.startswith("Cold start") for f in figures):
-        wanted.append("cold")
-    return [f"{index}. " + SUGGESTIONS[key].replace("\n", "\n   ") for index, key in enumerate(wanted, 1)]
+def kept_analysis(previous_page: str) -> str:
+    """The hand-written analysis of the page being replaced, markers included."""
+    start, end = previous_page.find(ANALYSIS_START), previous_page.find(ANALYSIS_END)
+    if start == -1 or end < start:
+        return f"{ANALYSIS_START}\n\n(Not written yet.)\n\n{ANALYSIS_END}"
+    return previous_page[start : end + len(ANALYSIS_END)]
 
 
 def _ratio(measured: float, peer: float) -> float:
@@ -416,10 +326,9 @@ def calls_table(results: events.EventResults, markdown: bool) -> str:
 
 
 def event_misses(results: events.EventResults) -> list[str]:
-    """For every event over its target: its ratio and the calls beyond the floor; then, once per
-    call, why the handler makes it."""
+    """For every event over its target: its ratio and the calls beyond the floor (the analysis
+    section says why the handler makes them)."""
     notes: list[str] = []
-    reasons: dict[tuple[str, str], str] = {}
     for label, stats in results.stats.items():
         if not stats.walls or not stats.floor_round_trips:
             continue
@@ -427,24 +336,11 @@ def event_misses(results: events.EventResults) -> list[str]:
         if ratio <= EVENT_TARGET:
             continue
         beyond = stats.typical_calls - stats.floor_calls
-        kind = label.split()[0].rstrip(",")
         notes.append(
             f"- **{label}: {ratio:.2f}x** ({results.wall(label) / results.latency:.1f} latencies where"
             f" {stats.floor_round_trips} {'is' if stats.floor_round_trips == 1 else 'are'} unavoidable);"
             " calls beyond the floor: " + ", ".join(f"`{op}` x{n}" for op, n in sorted(beyond.items())) + "."
         )
-        for operation in sorted(beyond):
-            why = WHY.get(operation, {})
-            key = kind if kind in why else ""
-            reasons[(operation, key)] = why.get(
-                key, "not explained here: a call this benchmark does not know yet."
-            )
-    if reasons:
-        notes += ["", "Why the handler makes those calls:", ""]
-        notes += [
-            f"- `{operation}`{f' ({kind})' if kind else ''}: {text}"
-            for (operation, kind), text in reasons.items()
-        ]
     return notes
 
 
@@ -520,7 +416,8 @@ def render_markdown(
     sections = [
         "# Benchmarks",
         "",
-        "Generated by `make bench`; do not edit by hand.",
+        "Generated by `make bench`; do not edit by hand, except the analysis section (between its"
+        " markers), which `make bench` keeps as it is.",
         "",
         f"- Reproduce: `{command}` (from the repository root; it sets up the virtual environment and the "
         "pinned CDK CLI first). Not part of `make test`. No network, no AWS, no Docker.",
@@ -547,19 +444,16 @@ def render_markdown(
         "",
         calls_table(event_results, markdown=True),
         "",
-        "## Targets missed, and why",
+        "## Targets missed (why: see the analysis below)",
         "",
         *(event_notes or []),
         "",
         *(other_notes or []),
         *([] if event_notes or other_notes else ["None."]),
         "",
-        "## Suggestions",
+        "## Analysis",
         "",
-        "Not applied here: `lambda/` and `constructs/` belong to other issues. Each is a concrete change"
-        " and the figure it should move.",
-        "",
-        *(suggestions(figures, event_results) or ["None: every target is met."]),
+        kept_analysis(DOC.read_text() if DOC.exists() else ""),
         "",
         "## Details",
         "",
@@ -611,7 +505,7 @@ def render_markdown(
         "",
         "### Synthesis and scale",
         "",
-        "`cdk synth` is the pinned CDK CLI on `tests/bench/scale_app.py` (N `SecureTunnel`s to"
+        "`cdk synth` is the pinned CDK CLI on `bench/scale_app.py` (N `SecureTunnel`s to"
         " distinct things given by name, cdk.json's feature flags, local bundling, no cdk-nag), run"
         f" {len(next(iter(scale_results.synths.values())))} time(s) per N in alternating order; the median"
         " is shown. Its time includes the CLI, Python and jsii starting, which is what a user waits"
@@ -643,7 +537,7 @@ def render_markdown(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every benchmark; print the table; write docs/benchmarks.md. 1 if a token leaked."""
-    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--cold-runs", type=int, default=30, help="fresh processes per cold start variant")
     parser.add_argument("--event-rounds", type=int, default=5, help="rounds of the per-event sequences")
     parser.add_argument("--latency-ms", type=float, default=50.0, help="latency injected per AWS call")
