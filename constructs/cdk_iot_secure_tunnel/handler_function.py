@@ -100,6 +100,8 @@ SECRET_ACTIONS = (
 #: Secrets Manager encrypts a new secret version with a data key from GenerateDataKey and reads
 #: one with Decrypt (Secrets Manager user guide, "Secret encryption and decryption").
 KEY_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey")
+#: The service a KMS key may be used through, and only through (``kms:ViaService``).
+SECRETS_MANAGER_ENDPOINT = f"secretsmanager.{Aws.REGION}.amazonaws.com"
 
 
 class SecureTunnelHandler(Construct):
@@ -175,7 +177,7 @@ class SecureTunnelHandler(Construct):
         self._keys = iam.PolicyStatement(
             sid="EncryptTheTokenSecrets",
             actions=list(KEY_ACTIONS),
-            conditions={"StringEquals": {"kms:ViaService": f"secretsmanager.{Aws.REGION}.amazonaws.com"}},
+            conditions={"StringEquals": {"kms:ViaService": SECRETS_MANAGER_ENDPOINT}},
         )
         for statement in (
             self._open,
@@ -333,7 +335,7 @@ class SecureTunnelHandler(Construct):
                 actions=list(KEY_ACTIONS),
                 resources=[stack.format_arn(service="kms", resource="key", resource_name="*")],
                 conditions={
-                    "StringEquals": {"kms:ViaService": f"secretsmanager.{Aws.REGION}.amazonaws.com"},
+                    "StringEquals": {"kms:ViaService": SECRETS_MANAGER_ENDPOINT},
                     "StringLike": {"kms:EncryptionContext:SecretARN": secrets},
                 },
             )

@@ -23,7 +23,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from .device_policy import DeviceNotifyPolicy
-from .handler_function import SecureTunnelHandler
+from .handler_function import SECRETS_MANAGER_ENDPOINT, SecureTunnelHandler
 from .token_rotation import attach_rotation
 from .validation import (
     DESTINATION_SECRET_NAME_SUFFIX,
@@ -99,6 +99,7 @@ class SecureTunnel(Construct):
     :ivar source_token_secret: the secret that holds the source access token.
     :ivar destination_token_secret: the secret that holds the destination access token, or None.
     :ivar secret_name_prefix: the ``secret_name_prefix`` argument, or None.
+    :ivar encryption_key: the secrets' customer managed KMS key, or None.
     :ivar resource: the ``Custom::IoTSecureTunnel`` custom resource.
     :ivar handler: the stack's handler function construct.
     :ivar device_policy: the device's tunnel notification policy, or None.
@@ -184,6 +185,7 @@ class SecureTunnel(Construct):
         )
         super().__init__(scope, construct_id)
         self.secret_name_prefix = secret_name_prefix
+        self.encryption_key = encryption_key
 
         stack = Stack.of(self)
         if isinstance(thing, iot.CfnThing):
@@ -302,12 +304,17 @@ class SecureTunnel(Construct):
             )
 
     def grant_read_source_token(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Let ``grantee`` read the source access token (GetSecretValue, DescribeSecret, and KMS
-        decrypt through Secrets Manager when a customer managed key is used).
+        """Let ``grantee`` read the source access token (GetSecretValue, DescribeSecret, and
+        ``kms:Decrypt`` through Secrets Manager only when a customer managed key is used).
+
+        Every statement goes into the grantee's own policy, never into the key's: a key of
+        another stack then creates no dependency cycle (CDK's ``Secret.grant_read`` edits the key
+        policy, aws/aws-cdk#14213), and the key policy must let the account's IAM policies grant
+        its use (the default of ``aws_kms.Key``), as ``encryption_key`` requires anyway.
 
         :param grantee: the principal to grant, e.g. an operator role.
         """
-        return self.source_token_secret.grant_read(grantee)
+        return self._grant_read(self.source_token_secret, grantee)
 
     def grant_rotate_source_token(self, grantee: iam.IGrantable) -> iam.Grant:
         """Let ``grantee`` get a fresh source token: read the secret and ask Secrets Manager to
@@ -332,7 +339,7 @@ class SecureTunnel(Construct):
         return read.combine(rotate).combine(invoke)
 
     def grant_read_destination_token(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Let ``grantee`` read the destination access token.
+        """Let ``grantee`` read the destination access token (as :meth:`grant_read_source_token`).
 
         :param grantee: the principal to grant, e.g. a device provisioning role.
         :raises ValueError: the tunnel was created with ``create_destination_secret=False``.
@@ -342,7 +349,23 @@ class SecureTunnel(Construct):
                 "SecureTunnel has no destination token secret (create_destination_secret=False); "
                 "the device receives its token over MQTT on $aws/things/<thing>/tunnels/notify"
             )
-        return self.destination_token_secret.grant_read(grantee)
+        return self._grant_read(self.destination_token_secret, grantee)
+
+    def _grant_read(self, secret: secretsmanager.ISecret, grantee: iam.IGrantable) -> iam.Grant:
+        read = iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+            resource_arns=[secret.secret_arn],
+        )
+        if self.encryption_key is None:
+            return read
+        decrypt = iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["kms:Decrypt"],
+            resource_arns=[self.encryption_key.key_arn],
+            conditions={"StringEquals": {"kms:ViaService": SECRETS_MANAGER_ENDPOINT}},
+        )
+        return read.combine(decrypt)
 
 
 def _lifetime_property(minutes: int | None, max_lifetime: Duration | None) -> str:
