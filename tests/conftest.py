@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -23,7 +23,11 @@ from tests.rig.moto_fidelity import (
     current_label_follows_update_secret_version_stage,
     versions_keep_their_value,
 )
+from tests.rig.secrets_rotation import SecretsManagerRotation
 from tests.synth_fixtures import cli_assembly, construct_synth, in_process_assembly
+
+if TYPE_CHECKING:
+    from tests.cli_operator import Operator
 
 __all__ = ["cli_assembly", "construct_synth", "in_process_assembly"]  # fixtures for every test module
 
@@ -119,3 +123,20 @@ def tunnel_id_of(response: dict[str, Any]) -> str:
     """The tunnel id a successful response reported."""
     assert response["Status"] == "SUCCESS", response.get("Reason")
     return str(response["PhysicalResourceId"])
+
+
+@pytest.fixture
+def operator(rig: Rig, tmp_path: Path) -> Operator:
+    """An operator's machine for the CLI: its own AWS configuration and a fake localproxy."""
+    # Imported here: tests.cli_operator imports this module's helpers.
+    from tests.cli_operator import make_operator
+
+    return make_operator(rig, tmp_path)
+
+
+@pytest.fixture
+def rotation(handler: Handler, monkeypatch: pytest.MonkeyPatch) -> SecretsManagerRotation:
+    """Secrets Manager's RotateSecret, served by the handler as Lambda would invoke it."""
+    service = SecretsManagerRotation(handler)
+    service.install(monkeypatch)
+    return service

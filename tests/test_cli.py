@@ -26,21 +26,9 @@ import pytest
 from botocore.loaders import create_loader
 
 from secure_tunnel_cli import commands, errors, localproxy
-from tests.cli_operator import Operator, deploy, make_operator
+from tests.cli_operator import Operator, deploy
 from tests.rig.harness import REGION, Handler, Rig
 from tests.rig.secrets_rotation import FUNCTION_ARN, SecretsManagerRotation
-
-
-@pytest.fixture
-def operator(rig: Rig, tmp_path: Path) -> Operator:
-    return make_operator(rig, tmp_path)
-
-
-@pytest.fixture
-def rotation(handler: Handler, monkeypatch: pytest.MonkeyPatch) -> SecretsManagerRotation:
-    service = SecretsManagerRotation(handler)
-    service.install(monkeypatch)
-    return service
 
 
 def _deploy(rig: Rig, handler: Handler, **props: Any) -> str:

@@ -18,6 +18,7 @@ from secure_tunnel_cli import token_document, tunnels
 from secure_tunnel_handler import contract, properties
 from secure_tunnel_handler.token_secrets import token_document as handler_token_document
 from tests.rig.harness import SECRET_DOCUMENT_FIELDS
+from tests.wheels import build_wheel
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI_DIR = ROOT / "cli"
@@ -26,14 +27,7 @@ CLI_DIR = ROOT / "cli"
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     """``pip wheel ./cli``, as an operator's pip builds it."""
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(CLI_DIR)],
-        check=True,
-        timeout=300,
-    )
-    (built,) = out.glob("iot_secure_tunnel_cli-*.whl")
-    return zipfile.ZipFile(built)
+    return build_wheel(CLI_DIR, tmp_path_factory.mktemp("wheel"), "iot_secure_tunnel_cli-*.whl")
 
 
 def _metadata(wheel: zipfile.ZipFile) -> tuple[str, dict[str, list[str]]]:

@@ -15,25 +15,13 @@ import pytest
 
 from secure_tunnel_cli import errors, localproxy, token_document, tunnels
 from secure_tunnel_handler.properties import canonical_secret_arn
-from tests.cli_operator import Operator, deploy, make_operator
+from tests.cli_operator import Operator, deploy
 from tests.conftest import assert_no_token_leaked
 from tests.rig.harness import ACCOUNT, REGION, SECRET_DOCUMENT_FIELDS, THING, Handler, Rig
 from tests.rig.secrets_rotation import FUNCTION_ARN, SecretsManagerRotation
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "operator-guide.md"
 OTHER_THING = "other-device"
-
-
-@pytest.fixture
-def operator(rig: Rig, tmp_path: Path) -> Operator:
-    return make_operator(rig, tmp_path)
-
-
-@pytest.fixture
-def rotation(handler: Handler, monkeypatch: pytest.MonkeyPatch) -> SecretsManagerRotation:
-    service = SecretsManagerRotation(handler)
-    service.install(monkeypatch)
-    return service
 
 
 def _secrets(rig: Rig, name: str) -> tuple[str, str]:

@@ -36,6 +36,7 @@ from tests.cdk_helpers import (
     secrets_manager_may_invoke,
 )
 from tests.synth_fixtures import FIELD_PREFIX, LAB_PREFIX
+from tests.wheels import build_wheel
 
 #: What a user imports from the package root, and nothing else.
 PUBLIC_NAMES = {
@@ -278,13 +279,7 @@ def library_wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
         shutil.copy2(REPO_ROOT / name, source / name)
     for folder in ("constructs", "lambda"):
         shutil.copytree(REPO_ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(source)],
-        check=True,
-        timeout=300,
-    )
-    (built,) = out.glob("cdk_iot_secure_tunnel-*.whl")
-    return zipfile.ZipFile(built)
+    return build_wheel(source, out, "cdk_iot_secure_tunnel-*.whl")
 
 
 def test_the_library_wheel_ships_the_license_the_handler_and_no_cli(library_wheel: zipfile.ZipFile) -> None:
