@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from secure_tunnel_handler.lifecycle import NOT_OPENED_PREFIX, TUNNEL_ID_RE
 from tests.conftest import tunnel_id_of
 from tests.rig.cloudformation import STACK_NAME
 from tests.rig.harness import Handler, Rig
@@ -39,12 +40,32 @@ def test_delete_of_a_never_seen_tunnel_id_succeeds(rig: Rig, handler: Handler) -
 
 
 def test_delete_of_a_crhelper_generated_id_makes_no_call(rig: Rig, handler: Handler) -> None:
+    """The id earlier versions reported for a failed Create (crhelper's): stacks deployed then
+    still send it."""
     bogus = f"{STACK_NAME}_Tunnel_AB12CD34"
     response = rig.send(handler, "Delete", rig.properties(), physical_id=bogus)
 
     assert response["Status"] == "SUCCESS"
     assert response["PhysicalResourceId"] == bogus
     assert rig.tunnels.call_count() == 0
+
+
+def test_a_failed_create_reports_a_not_opened_id_whose_delete_makes_no_call(
+    rig: Rig, handler: Handler
+) -> None:
+    failed = rig.send(handler, "Create", {**rig.properties(), "Description": ""})
+    physical_id = failed["PhysicalResourceId"]
+    assert failed["Status"] == "FAILED"
+    assert physical_id.startswith(f"{NOT_OPENED_PREFIX}{failed['LogicalResourceId']}/")
+    assert physical_id.endswith(f"/{failed['RequestId']}")
+    assert not TUNNEL_ID_RE.fullmatch(physical_id), "no tunnel can have this id"
+    tunnel_calls, versions = rig.tunnels.call_count(), rig.secret_versions(rig.source_secret)
+
+    response = rig.send(handler, "Delete", rig.properties(), physical_id=physical_id)
+
+    assert (response["Status"], response["PhysicalResourceId"]) == ("SUCCESS", physical_id)
+    assert rig.tunnels.call_count() == tunnel_calls
+    assert rig.secret_versions(rig.source_secret) == versions
 
 
 def test_delete_of_an_id_outside_the_tunnel_id_pattern_makes_no_call(rig: Rig, handler: Handler) -> None:

@@ -4,16 +4,18 @@ One function serves two callers: CloudFormation's custom resource events (``Requ
 answered through crhelper, and Secrets Manager's rotation steps (``Step``), whose failures are
 raised for Secrets Manager to record and retry.
 
-crhelper sends the response to CloudFormation. Its defaults are unsafe or slow here, so:
-its log level is INFO (DEBUG logs whole events and responses), botocore logs only errors
-(its DEBUG output contains response bodies, tokens included), and Delete does not sleep 120 s.
+The entry point reads as the resource's lifecycle: :data:`LIFECYCLE` maps each request type to
+what it does to the tunnel; :mod:`.crhelper_adapter` holds everything crhelper is used for or
+worked around (quiet logging, no 120 s sleep on Delete, one checked response).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import cache
@@ -22,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
+from .crhelper_adapter import ENVELOPE_FIELDS, Heard, cfn_resource
 from .errors import HandlerError, explain
-from .lifecycle import Outcome, TunnelResource
+from .lifecycle import Outcome, TunnelResource, not_opened_id
 from .redaction import REDACTOR
-from .responses import ENVELOPE_FIELDS, CheckedCfnResource, Heard
 from .retries import Retrier
 from .token_secrets import TokenSecrets
 from .tunnels import TunnelService
@@ -42,34 +44,6 @@ SAFETY_MARGIN_SECONDS = 20.0
 POOL_WORKERS = 8
 # Each client makes one attempt per call; retries.Retrier decides what to retry.
 CLIENT_CONFIG = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=20)
-
-
-def _cfn_resource() -> CheckedCfnResource:
-    """crhelper's CfnResource without the lambda, events and logs clients it creates at import.
-
-    It needs them only for its polling mode, which this handler does not use, and they cost
-    about 40% of the cold start. crhelper 2.0.x skips them when AWS_SAM_LOCAL is set while it
-    is constructed; polling stays off either way, as no poll_* function is registered.
-    """
-    previous = os.environ.get("AWS_SAM_LOCAL")
-    os.environ["AWS_SAM_LOCAL"] = "true"
-    try:
-        resource = CheckedCfnResource(
-            json_logging=False,
-            log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-            boto_level="ERROR",
-            sleep_on_delete=0,
-        )
-    finally:
-        if previous is None:
-            del os.environ["AWS_SAM_LOCAL"]
-        else:
-            os.environ["AWS_SAM_LOCAL"] = previous
-    resource._sam_local = None  # type: ignore[attr-defined]  # behave as in Lambda from here on
-    return resource
-
-
-helper = _cfn_resource()
 
 
 @cache
@@ -134,19 +108,29 @@ def _rotate(event: dict[str, Any], context: LambdaContext) -> None:
     rotation.run(RotationStep.from_event(event))
 
 
-def _run(action: str, event: dict[str, Any], context: LambdaContext) -> str | None:
-    _name_in_any_response(event.get("PhysicalResourceId") or helper.generate_physical_id(event))
+#: What each request type does to the tunnel (lifecycle.TunnelResource).
+LIFECYCLE: dict[str, Callable[[TunnelResource, dict[str, Any]], Outcome | None]] = {
+    "Create": TunnelResource.create,
+    "Update": TunnelResource.update,
+    "Delete": TunnelResource.delete,
+}
+#: The outcome this invocation answered with (at most one).
+_answered: list[Outcome] = []
+
+
+def _run(request_type: str, event: dict[str, Any], context: LambdaContext) -> str | None:
+    """Answer one CloudFormation request: the physical id to report, or None to keep it."""
+    _name_in_any_response(event.get("PhysicalResourceId") or not_opened_id(event))
     with ThreadPoolExecutor(max_workers=POOL_WORKERS) as pool:
         try:
-            resource = _resource(context, pool)
-            result: Outcome | None = getattr(resource, action)(event)
+            result = LIFECYCLE[request_type](_resource(context, pool), event)
         except HandlerError as exc:
             if exc.physical_id:
                 helper.PhysicalResourceId = exc.physical_id
             raise
         except Exception as exc:
-            logger.exception("%s failed", action)
-            raise explain(action.capitalize(), exc) from exc
+            logger.exception("%s failed", request_type)
+            raise explain(request_type, exc) from exc
     if result is None:
         return None
     _answered.append(result)
@@ -154,8 +138,7 @@ def _run(action: str, event: dict[str, Any], context: LambdaContext) -> str | No
     return result.physical_id
 
 
-#: The outcome this invocation answered with (at most one).
-_answered: list[Outcome] = []
+helper = cfn_resource({request_type: functools.partial(_run, request_type) for request_type in LIFECYCLE})
 
 
 def _withdraw_if_unheard(context: LambdaContext) -> None:
@@ -175,21 +158,6 @@ def _may_have_heard(outcome: Outcome) -> bool:
     if sent is None or (sent.status, sent.physical_id) != ("SUCCESS", outcome.physical_id):
         return False
     return sent.heard is not Heard.NO
-
-
-@helper.create
-def _create(event: dict[str, Any], context: LambdaContext) -> str | None:
-    return _run("create", event, context)
-
-
-@helper.update
-def _update(event: dict[str, Any], context: LambdaContext) -> str | None:
-    return _run("update", event, context)
-
-
-@helper.delete
-def _delete(event: dict[str, Any], context: LambdaContext) -> str | None:
-    return _run("delete", event, context)
 
 
 def _can_be_answered(event: Any) -> bool:

@@ -23,6 +23,8 @@ _R = TypeVar("_R")
 logger = logging.getLogger(__name__)
 
 TUNNEL_ID_RE = re.compile(r"[a-zA-Z0-9_\-+=:]{1,128}")
+#: Start of the physical id of a Create that opened no tunnel (see :func:`not_opened_id`).
+NOT_OPENED_PREFIX = "not-opened/"
 
 
 @dataclass(frozen=True)
@@ -264,8 +266,16 @@ def _parse(event: dict[str, Any]) -> TunnelSpec:
         raise HandlerError(str(exc)) from exc
 
 
+def not_opened_id(event: dict[str, Any]) -> str:
+    """The physical id of a Create that opened no tunnel (CloudFormation then sends a Delete with
+    it): ``not-opened/<logical id>/<request id>``, which no tunnel id can be (``/``)."""
+    return f"{NOT_OPENED_PREFIX}{event.get('LogicalResourceId', '')}/{event.get('RequestId', '')}"
+
+
 def _looks_like_tunnel(physical_id: str, event: dict[str, Any]) -> bool:
-    """False for ids no tunnel can have: crhelper's ``<stack>_<logicalId>_<rand>`` of a failed Create."""
+    """False for ids no tunnel can have: :func:`not_opened_id`'s, and crhelper's
+    ``<stack>_<logicalId>_<rand>`` that earlier versions of the handler reported for a failed
+    Create (stacks deployed then still send it)."""
     if not TUNNEL_ID_RE.fullmatch(physical_id or ""):
         return False
     stack_name = event.get("StackId", "").split("/")[1:2]
