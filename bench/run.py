@@ -356,10 +356,9 @@ def other_misses(
         missed = "; ".join(f"**{f.name}: {f.ratio_text}**" for f in cold)
         notes.append(
             f"- {missed}. The handler's own modules and crhelper take {own / 1000:.1f} ms of import time"
-            f" ({top}); the rest is the floor's. Module bodies that build dataclasses and compile"
-            " regular expressions cost most; `rotation` is only needed for Secrets Manager rotation"
-            " events and could be imported on first use. The spread between runs on this machine"
-            " is of the same order (see the details), so a miss by a few percent is within noise."
+            f" ({top}); the rest is the floor's. The spread between runs on this machine is of the"
+            " same order (see the details and the analysis), so a miss by a few percent is within"
+            " noise."
         )
     for figure in figures:
         if figure.met is not False or figure.group.startswith(("Per event", "Cold start")):
