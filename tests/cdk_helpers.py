@@ -128,6 +128,17 @@ def rotation_permissions(template: Json) -> dict[str, Json]:
     }
 
 
+def expected_rotation_permission(function_id: str, source_arn: Json) -> Json:
+    """The properties of the function's invoke permission for Secrets Manager, as synthesized."""
+    return {
+        "Action": "lambda:InvokeFunction",
+        "FunctionName": {"Fn::GetAtt": [function_id, "Arn"]},
+        "Principal": "secretsmanager.amazonaws.com",
+        "SourceAccount": {"Ref": "AWS::AccountId"},
+        "SourceArn": source_arn,
+    }
+
+
 def resource_types(template: Json) -> Counter[str]:
     """How many resources of each type the template has."""
     return Counter(r["Type"] for r in template.get("Resources", {}).values())

@@ -14,6 +14,7 @@ from tests.cdk_helpers import (
     STACK_UUID,
     Assembly,
     ConstructSynth,
+    expected_rotation_permission,
     partition_arn,
     resolve,
     resources_of_type,
@@ -154,30 +155,26 @@ def test_secrets_manager_may_invoke_the_handler_for_secrets_of_this_account(
 ) -> None:
     template = construct_synth.template("Minimal")
     permissions = resources_of_type(template, "AWS::Lambda::Permission").values()
+    # The stack's default secret names: tunnel-tokens/<stack UUID>/...
+    default_names = {
+        "Fn::Join": [
+            "",
+            [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                ":secretsmanager:",
+                {"Ref": "AWS::Region"},
+                ":",
+                {"Ref": "AWS::AccountId"},
+                ":secret:tunnel-tokens/",
+                STACK_UUID,
+                "/*",
+            ],
+        ]
+    }
+    function_id = construct_synth.id("Minimal.Function")
     assert [p["Properties"] for p in permissions] == [
-        {
-            "Action": "lambda:InvokeFunction",
-            "FunctionName": {"Fn::GetAtt": [construct_synth.id("Minimal.Function"), "Arn"]},
-            "Principal": "secretsmanager.amazonaws.com",
-            "SourceAccount": {"Ref": "AWS::AccountId"},
-            # The stack's default secret names: tunnel-tokens/<stack UUID>/...
-            "SourceArn": {
-                "Fn::Join": [
-                    "",
-                    [
-                        "arn:",
-                        {"Ref": "AWS::Partition"},
-                        ":secretsmanager:",
-                        {"Ref": "AWS::Region"},
-                        ":",
-                        {"Ref": "AWS::AccountId"},
-                        ":secret:tunnel-tokens/",
-                        STACK_UUID,
-                        "/*",
-                    ],
-                ]
-            },
-        }
+        expected_rotation_permission(function_id, default_names)
     ]
 
 

@@ -32,6 +32,7 @@ from tests.cdk_helpers import (
     PROVIDER_STACK,
     REPO_ROOT,
     Assembly,
+    expected_rotation_permission,
     partition_arn,
     resources_of_type,
     token_findings,
@@ -230,13 +231,9 @@ def test_secrets_manager_may_invoke_the_dist_handler_for_the_secret_prefix(relea
     template = _template(release)
     (function_id,) = resources_of_type(template, "AWS::Lambda::Function")
     (permission,) = resources_of_type(template, "AWS::Lambda::Permission").values()
-    assert permission["Properties"] == {
-        "Action": "lambda:InvokeFunction",
-        "FunctionName": {"Fn::GetAtt": [function_id, "Arn"]},
-        "Principal": "secretsmanager.amazonaws.com",
-        "SourceAccount": {"Ref": "AWS::AccountId"},
-        "SourceArn": partition_arn("secretsmanager", f"secret:{SECRET_NAME_PREFIX}*"),
-    }
+    assert permission["Properties"] == expected_rotation_permission(
+        function_id, partition_arn("secretsmanager", f"secret:{SECRET_NAME_PREFIX}*")
+    )
 
 
 def test_dist_template_exports_the_service_token_and_the_handler_arn(release: Release) -> None:

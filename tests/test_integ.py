@@ -25,6 +25,7 @@ from moto import mock_aws
 
 from integ import run_integ, secret_checker, snapshot, tunnel_hooks
 from tests.cdk_helpers import resources_of_type, token_findings, token_shaped
+from tests.rig.harness import SECRET_DOCUMENT_FIELDS
 from tests.rig.tunneling_emulator import TunnelingEmulator
 
 REGION = "eu-west-1"
@@ -330,3 +331,13 @@ def test_make_integ_reads_the_assertion_results() -> None:
         "AssertionResultsC: unreadable result 'not json'",
     ]
     assert run_integ.assertion_failures({}, stack) == (0, [])
+
+
+def test_the_integ_app_and_its_checker_expect_the_document_the_handler_writes() -> None:
+    """The checker runs inline in Lambda and the app as a script, so each keeps its own list of
+    the secret document's fields: both must be the document the handler writes (the rig's list,
+    which tests/test_handler_create.py holds to the handler)."""
+    from integ import integ_secure_tunnel
+
+    assert integ_secure_tunnel.SECRET_FIELDS == secret_checker.FIELDS
+    assert set(secret_checker.FIELDS) == set(SECRET_DOCUMENT_FIELDS)

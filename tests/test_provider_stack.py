@@ -20,6 +20,7 @@ from tests.cdk_helpers import (
     PROVIDER_STACK,
     Assembly,
     ConstructSynth,
+    expected_rotation_permission,
     partition_arn,
     resolve,
     resource_types,
@@ -186,13 +187,7 @@ def test_secrets_manager_may_invoke_the_provider_only_for_secrets_of_the_prefix(
     template = _template(cli_assembly)
     (function_id,) = resources_of_type(template, "AWS::Lambda::Function")
     (permission,) = resources_of_type(template, "AWS::Lambda::Permission").values()
-    assert permission["Properties"] == {
-        "Action": "lambda:InvokeFunction",
-        "FunctionName": {"Fn::GetAtt": [function_id, "Arn"]},
-        "Principal": "secretsmanager.amazonaws.com",
-        "SourceAccount": {"Ref": "AWS::AccountId"},
-        "SourceArn": PREFIXED_SECRETS,
-    }
+    assert permission["Properties"] == expected_rotation_permission(function_id, PREFIXED_SECRETS)
 
 
 def test_provider_policy_passes_parliament(cli_assembly: Assembly) -> None:
