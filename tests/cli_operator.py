@@ -14,6 +14,7 @@ from typing import Any
 
 from tests.conftest import assert_no_token_leaked, tunnel_id_of
 from tests.rig.harness import ADMIN_ACCESS_KEY, Handler, Rig
+from tests.rig.secrets_rotation import FUNCTION_ARN
 
 # The distribution's module (installed from cli/, editable): what the console script runs.
 CLI = [sys.executable, "-m", "secure_tunnel_cli"]
@@ -91,3 +92,11 @@ def make_operator(rig: Rig, tmp_path: Path) -> Operator:
 def deploy(rig: Rig, handler: Handler, **props: Any) -> str:
     """Create a ``Custom::IoTSecureTunnel`` through the real handler; returns the tunnel id."""
     return tunnel_id_of(rig.send(handler, "Create", rig.properties(**props)))
+
+
+def configure_source_rotation(rig: Rig) -> None:
+    """Make the handler the source secret's rotation function, as the construct does, without
+    rotating (``RotateImmediately=False`` runs only Secrets Manager's configuration test)."""
+    rig.secrets.rotate_secret(
+        SecretId=rig.source_secret, RotationLambdaARN=FUNCTION_ARN, RotateImmediately=False
+    )

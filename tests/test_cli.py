@@ -26,7 +26,7 @@ import pytest
 from botocore.loaders import create_loader
 
 from secure_tunnel_cli import commands, errors, localproxy
-from tests.cli_operator import Operator, deploy
+from tests.cli_operator import Operator, configure_source_rotation, deploy
 from tests.rig.harness import REGION, Handler, Rig
 from tests.rig.secrets_rotation import FUNCTION_ARN, SecretsManagerRotation
 
@@ -67,9 +67,7 @@ def test_rotate_connects_with_a_fresh_token(
     rig: Rig, handler: Handler, operator: Operator, rotation: SecretsManagerRotation
 ) -> None:
     _deploy(rig, handler)
-    rig.secrets.rotate_secret(
-        SecretId=rig.source_secret, RotationLambdaARN=FUNCTION_ARN, RotateImmediately=False
-    )
+    configure_source_rotation(rig)
     before = rig.secret(rig.source_secret)["accessToken"]
     destination = rig.secret(rig.destination_secret)["accessToken"]
     run = operator.connect("--secret-id", rig.source_secret, "--rotate")
@@ -127,9 +125,7 @@ def test_missing_localproxy_fails_before_anything_is_rotated(
     rig: Rig, handler: Handler, operator: Operator, rotation: SecretsManagerRotation
 ) -> None:
     _deploy(rig, handler)
-    rig.secrets.rotate_secret(
-        SecretId=rig.source_secret, RotationLambdaARN=FUNCTION_ARN, RotateImmediately=False
-    )
+    configure_source_rotation(rig)
     run = operator.connect("--secret-id", rig.source_secret, "--rotate", localproxy_on_path=False)
 
     assert run.code == errors.EXIT_NO_LOCALPROXY
@@ -221,9 +217,7 @@ def test_a_rotation_that_does_not_finish_times_out_and_says_where_to_look(
     rig: Rig, handler: Handler, operator: Operator, rotation: SecretsManagerRotation
 ) -> None:
     _deploy(rig, handler)
-    rig.secrets.rotate_secret(
-        SecretId=rig.source_secret, RotationLambdaARN=FUNCTION_ARN, RotateImmediately=False
-    )
+    configure_source_rotation(rig)
     rig.tunnels.inject("RotateTunnelAccessToken", "AccessDeniedException", 403, times=1000)
     run = operator.connect("--secret-id", rig.source_secret, "--rotate", "--rotate-timeout", "1")
 

@@ -15,10 +15,10 @@ import pytest
 
 from secure_tunnel_cli import errors, localproxy, token_document, tunnels
 from secure_tunnel_handler.properties import canonical_secret_arn
-from tests.cli_operator import Operator, deploy
+from tests.cli_operator import Operator, configure_source_rotation, deploy
 from tests.conftest import assert_no_token_leaked
 from tests.rig.harness import ACCOUNT, REGION, SECRET_DOCUMENT_FIELDS, THING, Handler, Rig
-from tests.rig.secrets_rotation import FUNCTION_ARN, SecretsManagerRotation
+from tests.rig.secrets_rotation import SecretsManagerRotation
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "operator-guide.md"
 OTHER_THING = "other-device"
@@ -106,9 +106,7 @@ def test_connect_by_thing_with_rotate_connects_with_a_fresh_token(
     rig: Rig, handler: Handler, operator: Operator, rotation: SecretsManagerRotation
 ) -> None:
     deploy(rig, handler)
-    rig.secrets.rotate_secret(
-        SecretId=rig.source_secret, RotationLambdaARN=FUNCTION_ARN, RotateImmediately=False
-    )
+    configure_source_rotation(rig)
     before = rig.secret(rig.source_secret)["accessToken"]
     # RotateSecret and GetSecretValue with the binding tag's partial ARN (no random suffix).
     run = operator.connect("--thing", THING, "--rotate")
