@@ -16,7 +16,6 @@ import pytest
 
 from secure_tunnel_cli import token_document, tunnels
 from secure_tunnel_handler import contract, properties
-from secure_tunnel_handler.token_secrets import token_document as handler_token_document
 from tests.rig.harness import SECRET_DOCUMENT_FIELDS
 from tests.wheels import build_wheel
 
@@ -89,24 +88,19 @@ def test_the_constants_the_cli_shares_with_the_handler_are_the_handlers() -> Non
     long = f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{'a' * 250}-AbCdEf"
     assert not properties.binding_of(short).startswith(tunnels.HASHED_BINDING_PREFIX)
     assert properties.binding_of(long).startswith(tunnels.HASHED_BINDING_PREFIX)
-    # The token document's field names (its clientMode, from the real handler: tests/test_cli_things.py).
-    assert set(token_document.FIELDS) <= set(SECRET_DOCUMENT_FIELDS)
-    spec = properties.parse_properties(
-        {
-            "DestinationConfig": {"ThingName": "t", "Services": ["SSH"]},
-            "SourceAccessTokenSecretArn": short,
-        }
-    )
+    # The token document's keys the CLI reads are the contract's (its clientMode, from the real
+    # handler: tests/test_cli_things.py), and so is the time format it parses.
+    assert set(token_document.FIELDS) <= set(SECRET_DOCUMENT_FIELDS) == set(contract.DOCUMENT_KEYS.values())
     written = json.loads(
-        handler_token_document(
+        contract.TokenDocument(
             tunnel_id="id",
             tunnel_arn="arn:aws:iot:us-east-1:123456789012:tunnel/id",
-            mode="source",
-            token="t",
+            client_mode="source",
+            access_token="t",
             region="us-east-1",
-            destination=spec,
-            expires_at=datetime(2030, 1, 1, tzinfo=UTC),
-        )
+            thing_name="t",
+            services=("SSH",),
+            expires_at=contract.format_time(datetime(2030, 1, 1, tzinfo=UTC)),
+        ).to_json()
     )
-    assert set(token_document.FIELDS) <= set(written)
     assert written[token_document.EXPIRES_AT] == "2030-01-01T00:00:00Z"

@@ -9,9 +9,12 @@ it is the independent judge.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, Literal
 
 #: Prefix of the tag keys the handler sets on every tunnel it opens (users may not set them).
 HANDLER_TAG_PREFIX = "iot-secure-tunnel:"
@@ -53,6 +56,8 @@ PENDING = "AWSPENDING"
 PREVIOUS = "AWSPREVIOUS"
 #: How the secret document writes a time (``expiresAt``): ISO 8601, UTC, whole seconds.
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+#: A token document's ``clientMode`` -> RotateTunnelAccessToken's ``clientMode``.
+CLIENT_MODES: dict[str, Literal["SOURCE", "DESTINATION"]] = {"source": "SOURCE", "destination": "DESTINATION"}
 
 
 def has_control_character(text: str) -> bool:
@@ -69,3 +74,69 @@ def is_tag_text(text: str) -> bool:
 def format_time(moment: datetime) -> str:
     """``moment`` in UTC, as the secret document writes it."""
     return moment.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+#: The token document's JSON keys, by :class:`TokenDocument` field, in the order it is written.
+DOCUMENT_KEYS = {
+    "tunnel_id": "tunnelId",
+    "tunnel_arn": "tunnelArn",
+    "client_mode": "clientMode",
+    "access_token": "accessToken",
+    "region": "region",
+    "thing_name": "thingName",
+    "services": "services",
+    "expires_at": "expiresAt",
+}
+
+
+@dataclass(frozen=True)
+class TokenDocument:
+    """The JSON object a token secret holds: one access token of a tunnel, and where it leads.
+
+    The handler writes it (Create, Update, rotation); the operator CLI and the device's side read
+    it. docs/resource-reference.md ("The secret value") describes it for users.
+    """
+
+    tunnel_id: str
+    tunnel_arn: str
+    #: ``source`` or ``destination`` (:data:`CLIENT_MODES`).
+    client_mode: str
+    access_token: str = field(repr=False)
+    region: str
+    thing_name: str
+    services: tuple[str, ...]
+    #: :func:`format_time` of when the service closes the tunnel.
+    expires_at: str
+
+    @classmethod
+    def parse(cls, text: str | None) -> TokenDocument | None:
+        """The document in ``text``, or None if it is not a complete token document."""
+        raw = _json_object(text)
+        if raw is None:
+            return None
+        values = {name: raw.get(key) for name, key in DOCUMENT_KEYS.items()}
+        services = values.pop("services")
+        strings = {k: v for k, v in values.items() if isinstance(v, str) and v}
+        if len(strings) < len(values) or strings["client_mode"] not in CLIENT_MODES:
+            return None
+        if not (isinstance(services, list) and services and all(isinstance(s, str) for s in services)):
+            return None
+        return cls(**strings, services=tuple(services))
+
+    def to_json(self) -> str:
+        """The document as stored."""
+        return json.dumps({key: getattr(self, name) for name, key in DOCUMENT_KEYS.items()})
+
+    @staticmethod
+    def tunnel_id_in(text: str | None) -> str | None:
+        """The ``tunnelId`` of any JSON object in ``text``, complete document or not (None if none)."""
+        tunnel_id = (_json_object(text) or {}).get(DOCUMENT_KEYS["tunnel_id"])
+        return tunnel_id if isinstance(tunnel_id, str) else None
+
+
+def _json_object(text: str | None) -> dict[str, Any] | None:
+    try:
+        raw = json.loads(text or "")
+    except ValueError:
+        return None
+    return raw if isinstance(raw, dict) else None

@@ -67,13 +67,23 @@ def _retrier(context: LambdaContext) -> Retrier:
     return Retrier(deadline=time.monotonic() + remaining - SAFETY_MARGIN_SECONDS)
 
 
-def _resource(context: LambdaContext, pool: ThreadPoolExecutor) -> TunnelResource:
-    owner = _owner()
-    retrier = _retrier(context)
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _services(context: LambdaContext, pool: ThreadPoolExecutor) -> tuple[TunnelService, TokenSecrets]:
+    """The two AWS layers of one invocation, sharing its deadline."""
+    owner, retrier = _owner(), _retrier(context)
     tunnels_client, secrets_client = _clients()
-    region = tunnels_client.meta.region_name
-    tunnels = TunnelService(tunnels_client, retrier, owner, now=lambda: datetime.now(UTC))
-    secrets = TokenSecrets(secrets_client, retrier, region, pool)
+    # The region of the tunnels this function serves (a secret's document may name another).
+    region = str(tunnels_client.meta.region_name)
+    return TunnelService(tunnels_client, retrier, owner, now=_now), TokenSecrets(
+        secrets_client, retrier, region, pool
+    )
+
+
+def _resource(context: LambdaContext, pool: ThreadPoolExecutor) -> TunnelResource:
+    tunnels, secrets = _services(context, pool)
     ends_at = time.time() + context.get_remaining_time_in_millis() / 1000.0
     return TunnelResource(tunnels, secrets, pool, announce=_name_in_any_response, ends_at=ends_at)
 
@@ -99,13 +109,9 @@ def _rotate(event: dict[str, Any], context: LambdaContext) -> None:
     # keeps the cold start at the floor of boto3 and its two clients (docs/benchmarks.md).
     from .rotation import RotationStep, TokenRotation  # noqa: PLC0415 - see above
 
-    owner, retrier = _owner(), _retrier(context)
-    tunnels_client, secrets_client = _clients()
-    tunnels = TunnelService(tunnels_client, retrier, owner, now=lambda: datetime.now(UTC))
-    rotation = TokenRotation(
-        secrets_client, tunnels_client, tunnels, retrier, owner=owner, now=lambda: datetime.now(UTC)
-    )
-    rotation.run(RotationStep.from_event(event))
+    with ThreadPoolExecutor(max_workers=POOL_WORKERS) as pool:
+        tunnels, secrets = _services(context, pool)
+        TokenRotation(tunnels, secrets, now=_now).run(RotationStep.from_event(event))
 
 
 #: What each request type does to the tunnel (lifecycle.TunnelResource).

@@ -159,12 +159,12 @@ class TunnelResource:
     def _send_new_destination_token(self, tunnel: TunnelState, secret_arn: str | None) -> dict[str, str]:
         """Send the device a new destination token of ``tunnel`` and write it into the
         destination secret, if any; returns the secret ARN -> version id written."""
-        token = self._tunnels.rotate_side(tunnel, "DESTINATION")
+        issued = self._tunnels.rotate(tunnel, "DESTINATION")
         logger.info("Tunnel %s: the device was sent a new destination token", tunnel.tunnel_id)
         if secret_arn is None:
             return {}
         return {
-            secret_arn: self._secrets.put(secret_arn, self._secrets.document(tunnel, "destination", token))
+            secret_arn: self._secrets.put(secret_arn, tunnel, "destination", issued.tokens.of("destination"))
         }
 
     def _renotify_the_winner(self, spec: TunnelSpec, winner: DuplicateDelivery) -> None:
@@ -217,7 +217,7 @@ class TunnelResource:
 
     def _rotate_in_place(self, current: TunnelState, spec: TunnelSpec, claim: Claim) -> Outcome:
         # spec's destination: the tunnel's own, or where DestinationConfig moved it.
-        issued = self._step("Rotating the access tokens", self._tunnels.rotate, current, spec)
+        issued = self._step("Rotating the access tokens", self._tunnels.rotate, current, destination=spec)
         tagging = self._pool.submit(self._tunnels.sync_tags, current, dict(spec.tags))
         try:
             self._secrets.write(spec, issued, claim)

@@ -20,8 +20,8 @@ class TokenRedactor(logging.Filter):
         self._tokens: set[str] = set()
         self._lock = threading.Lock()
 
-    def remember(self, *tokens: str) -> None:
-        """Register tokens received from AWS so that they are masked from now on."""
+    def remember(self, *tokens: str | None) -> None:
+        """Register tokens received from AWS so that they are masked from now on (None: no token)."""
         with self._lock:
             self._tokens.update(t for t in tokens if t)
 

@@ -19,36 +19,27 @@ A retried step changes nothing. No token is logged or put in an exception messag
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args
+from typing import Any, Literal, NoReturn, get_args
 
-from .contract import CURRENT, PENDING, SECRET_TAG_KEYS, format_time
+from .contract import CLIENT_MODES, CURRENT, PENDING, SECRET_TAG_KEYS, TokenDocument, format_time
 from .errors import error_code, explain
 from .properties import binding_of
-from .redaction import REDACTOR
-from .retries import Retrier
+from .token_secrets import StoredVersion, TokenSecrets
 from .tunnels import TunnelService, TunnelState
-
-if TYPE_CHECKING:
-    from mypy_boto3_iotsecuretunneling import IoTSecureTunnelingClient
-    from mypy_boto3_secretsmanager import SecretsManagerClient
 
 logger = logging.getLogger(__name__)
 
 StepName = Literal["createSecret", "setSecret", "testSecret", "finishSecret"]
 STEPS: tuple[StepName, ...] = get_args(StepName)
-#: The document's clientMode -> RotateTunnelAccessToken's clientMode.
-CLIENT_MODES = {"source": "SOURCE", "destination": "DESTINATION"}
 #: How a closed tunnel is fixed: the resource's Update opens a new one when the old one is not OPEN.
 NEW_TUNNEL_ADVICE = (
     "A closed tunnel can never be reopened or rotated: update the stack to open a new tunnel "
     "(e.g. change the resource's RotationTrigger); the secret then holds the new tunnel's token."
 )
-
 
 #: How a tunnel opened before tunnels were bound to their secrets gets a binding.
 UNBOUND_TUNNEL_ADVICE = (
@@ -70,6 +61,9 @@ class RotationStep:
     version_id: str
     #: Sent by Secrets Manager for rotations that use an assumed role; passed back on writes.
     rotation_token: str | None = field(default=None, repr=False)
+    #: The secret's full ARN (DescribeSecret), whatever SecretId named it by: what a tunnel is
+    #: bound to. Set by :meth:`TokenRotation.run`.
+    secret_arn: str = ""
 
     @classmethod
     def from_event(cls, event: dict[str, Any]) -> RotationStep:
@@ -83,94 +77,13 @@ class RotationStep:
         return cls(step, secret_id, version_id, rotation_token if isinstance(rotation_token, str) else None)
 
 
-@dataclass(frozen=True)
-class TokenDocument:
-    """The JSON a token secret holds (see ``token_secrets.secret_value``)."""
-
-    tunnel_id: str
-    tunnel_arn: str
-    client_mode: str
-    access_token: str = field(repr=False)
-    region: str
-    thing_name: str
-    services: tuple[str, ...]
-    expires_at: str
-
-    @classmethod
-    def parse(cls, text: str | None) -> TokenDocument | None:
-        """The document in ``text``, or None if it is not a complete token document."""
-        try:
-            raw = json.loads(text or "")
-        except ValueError:
-            return None
-        if not isinstance(raw, dict):
-            return None
-        strings = ("tunnelId", "tunnelArn", "clientMode", "accessToken", "region", "thingName", "expiresAt")
-        services = raw.get("services")
-        if not all(isinstance(raw.get(k), str) and raw[k] for k in strings) or not (
-            isinstance(services, list) and services and all(isinstance(s, str) for s in services)
-        ):
-            return None
-        if raw["clientMode"] not in CLIENT_MODES:
-            return None
-        REDACTOR.remember(raw["accessToken"])
-        return cls(
-            tunnel_id=raw["tunnelId"],
-            tunnel_arn=raw["tunnelArn"],
-            client_mode=raw["clientMode"],
-            access_token=raw["accessToken"],
-            region=raw["region"],
-            thing_name=raw["thingName"],
-            services=tuple(services),
-            expires_at=raw["expiresAt"],
-        )
-
-    def to_json(self) -> str:
-        """The document as stored, keys in the order the custom resource writes them."""
-        return json.dumps(
-            {
-                "tunnelId": self.tunnel_id,
-                "tunnelArn": self.tunnel_arn,
-                "clientMode": self.client_mode,
-                "accessToken": self.access_token,
-                "region": self.region,
-                "thingName": self.thing_name,
-                "services": list(self.services),
-                "expiresAt": self.expires_at,
-            }
-        )
-
-
-@dataclass(frozen=True)
-class StoredVersion:
-    """A version of the secret: its id, its value and its token document (None if it holds none)."""
-
-    version_id: str | None
-    text: str | None = field(repr=False)
-    document: TokenDocument | None
-
-
 class TokenRotation:
     """The four rotation steps for the token secrets of tunnels this handler's stack owns."""
 
-    def __init__(
-        self,
-        secrets_client: SecretsManagerClient,
-        tunnels_client: IoTSecureTunnelingClient,
-        tunnels: TunnelService,
-        retrier: Retrier,
-        *,
-        owner: str,
-        now: Callable[[], datetime],
-    ) -> None:
-        self._secrets = secrets_client
+    def __init__(self, tunnels: TunnelService, secrets: TokenSecrets, *, now: Callable[[], datetime]) -> None:
         self._tunnels = tunnels
-        self._retrier = retrier
-        self._owner = owner
+        self._secrets = secrets
         self._now = now
-        # The region of the tunnels this function serves (a secret may name another).
-        self._region = str(tunnels_client.meta.region_name)
-        self._secret_arn = ""  # set by run(), from DescribeSecret
 
     def run(self, event: RotationStep) -> None:
         """Check that the version is being rotated, then run its step; AWS errors become RotationError."""
@@ -182,7 +95,7 @@ class TokenRotation:
             "finishSecret": self.finish_secret,
         }
         try:
-            stages = self._stages_of(event)
+            event, stages = self._stages_of(event)
             if CURRENT in stages:
                 # This rotation is over: a retried step is a no-op, except that a finishSecret
                 # interrupted between its two label moves drops the leftover AWSPENDING.
@@ -205,21 +118,22 @@ class TokenRotation:
     def create_secret(self, event: RotationStep) -> None:
         """Rotate this secret's token at the service and store the new document as AWSPENDING."""
         current = self._current(event)
-        pending = self._pending(event)
+        pending = self._pending_document(event)
         if pending is not None:
             if pending.tunnel_id == current.tunnel_id:
                 logger.info("createSecret: version %s already holds a new token", event.version_id)
                 return
             # A version's value cannot be replaced: give this rotation up so the next starts afresh.
             self._abandon(event, f"its new token is for tunnel {pending.tunnel_id}, no longer the secret's")
-        if current.region != self._region:
+        region = self._secrets.region
+        if current.region != region:
             raise RotationError(
-                f"Tunnel {current.tunnel_id} is in {current.region}, this function in {self._region}: "
+                f"Tunnel {current.tunnel_id} is in {current.region}, this function in {region}: "
                 "rotate the secret with the handler of the tunnel's own stack. Nothing was changed."
             )
         tunnel = self._open_owned_tunnel(event, current)
         # Revokes the old token of this client mode only; the other side's token stays valid.
-        token = self._rotate_token(event, tunnel, CLIENT_MODES[current.client_mode])
+        token = self._rotate_token(event, tunnel, current.client_mode)
         new = replace(
             current,
             access_token=token,
@@ -228,17 +142,8 @@ class TokenRotation:
             services=tunnel.services or current.services,
             expires_at=format_time(tunnel.expires_at),
         )
-        request: dict[str, Any] = {
-            "SecretId": event.secret_id,
-            "ClientRequestToken": event.version_id,
-            "SecretString": new.to_json(),
-            "VersionStages": [PENDING],
-        }
-        if event.rotation_token:
-            request["RotationToken"] = event.rotation_token
-        # The same ClientRequestToken and value on every retry: Secrets Manager writes one version.
         try:
-            self._retrier.call(lambda: self._secrets.put_secret_value(**request))
+            self._secrets.put_pending(event.secret_id, event.version_id, new, event.rotation_token)
         except Exception as exc:
             if error_code(exc) != "ResourceExistsException":
                 raise
@@ -271,12 +176,12 @@ class TokenRotation:
         test, which must pass whatever the tunnel's state (a stack update long after the tunnel
         expired sets up rotation again): a rotation's createSecret always stores a new token.
         """
-        pending_text = self._pending_text(event)
+        stored = self._pending(event)
         current = self._read_current(event)
-        if pending_text is None or pending_text == current.text:
+        if stored.version_id is None or (stored.text or "") == current.text:
             logger.info("testSecret: version %s is Secrets Manager's configuration test", event.version_id)
             return
-        pending = self._document_of(event, pending_text)
+        pending = self._document_of(event, stored)
         self._check_replaces(event, pending, self._current(event, current))
         state = self._tunnels.describe(pending.tunnel_id, (pending.thing_name,))
         if state is None or not state.is_open:
@@ -290,14 +195,9 @@ class TokenRotation:
             # A stack update may have rewritten the secret since createSecret: never go back to an
             # older tunnel's token.
             self._check_replaces(event, pending, current.document)
-        move: dict[str, Any] = {
-            "SecretId": event.secret_id,
-            "VersionStage": CURRENT,
-            "MoveToVersionId": event.version_id,
-        }
-        if current.version_id:
-            move["RemoveFromVersionId"] = current.version_id
-        self._move_label(event, move, done=lambda stages: CURRENT in stages)
+        self._secrets.move_label(
+            event.secret_id, CURRENT, to_version=event.version_id, from_version=current.version_id
+        )
         logger.info("finishSecret: version %s of secret %s is AWSCURRENT", event.version_id, event.secret_id)
         # The rotation is done: AWSPENDING left on the AWSCURRENT version is a finished rotation
         # to Secrets Manager (RotateSecret API reference), so failing to drop it fails nothing.
@@ -310,28 +210,22 @@ class TokenRotation:
 
     # --- helpers -------------------------------------------------------------------------------
 
-    def _stages_of(self, event: RotationStep) -> list[str]:
-        """The version's staging labels, after the checks every step makes."""
-        metadata = self._retrier.call(lambda: self._secrets.describe_secret(SecretId=event.secret_id))
-        # The secret's full ARN, whatever the event named it by: what a tunnel is bound to.
-        self._secret_arn = str(metadata.get("ARN") or event.secret_id)
-        if not (metadata.get("RotationEnabled") or metadata.get("RotationLambdaARN")):
+    def _stages_of(self, event: RotationStep) -> tuple[RotationStep, list[str]]:
+        """The event with its secret's ARN, and the version's staging labels, after the checks
+        every step makes."""
+        metadata = self._secrets.metadata(event.secret_id)
+        if not metadata.rotation_configured:
             raise RotationError(f"Secret {event.secret_id} is not configured for rotation")
-        stages = metadata.get("VersionIdsToStages", {}).get(event.version_id)
+        stages = metadata.stages.get(event.version_id)
         if stages is None:
             raise RotationError(
                 f"Secret {event.secret_id} has no version {event.version_id} with a staging label: "
                 "that rotation is over. Start a new one with rotate-secret."
             )
-        return list(stages)
+        return replace(event, secret_arn=metadata.arn), stages
 
     def _read_current(self, event: RotationStep) -> StoredVersion:
-        """The AWSCURRENT version: its id, and its document if it holds a token document."""
-        response = self._retrier.call(
-            lambda: self._secrets.get_secret_value(SecretId=event.secret_id, VersionStage=CURRENT)
-        )
-        text = response.get("SecretString")
-        return StoredVersion(response.get("VersionId"), text, TokenDocument.parse(text))
+        return self._secrets.read(event.secret_id, stage=CURRENT)
 
     def _current(self, event: RotationStep, stored: StoredVersion | None = None) -> TokenDocument:
         document = (stored or self._read_current(event)).document
@@ -343,29 +237,21 @@ class TokenRotation:
             )
         return document
 
-    def _pending(self, event: RotationStep) -> TokenDocument | None:
+    def _pending(self, event: RotationStep) -> StoredVersion:
+        """The new version (none while it has no value: RotateSecret adds it empty)."""
+        return self._secrets.read(
+            event.secret_id, version_id=event.version_id, stage=PENDING, absent={"ResourceNotFoundException"}
+        )
+
+    def _pending_document(self, event: RotationStep) -> TokenDocument | None:
         """The new version's document; None while it has no value."""
-        text = self._pending_text(event)
-        return None if text is None else self._document_of(event, text)
+        pending = self._pending(event)
+        return None if pending.version_id is None else self._document_of(event, pending)
 
-    def _pending_text(self, event: RotationStep) -> str | None:
-        """The new version's value; None while it has none (RotateSecret adds it empty)."""
-        try:
-            response = self._retrier.call(
-                lambda: self._secrets.get_secret_value(
-                    SecretId=event.secret_id, VersionId=event.version_id, VersionStage=PENDING
-                )
-            )
-        except Exception as exc:
-            if error_code(exc) == "ResourceNotFoundException":
-                return None
-            raise
-        return str(response.get("SecretString") or "")
-
-    def _document_of(self, event: RotationStep, text: str) -> TokenDocument:
+    def _document_of(self, event: RotationStep, pending: StoredVersion) -> TokenDocument:
         """The pending version's document. A value that is not a token document was not written
         by this function: fail rather than guess."""
-        document = TokenDocument.parse(text)
+        document = pending.document
         if document is None:
             raise RotationError(
                 f"Version {event.version_id} of secret {event.secret_id} holds a value that is not a "
@@ -374,7 +260,7 @@ class TokenRotation:
         return document
 
     def _required_pending(self, event: RotationStep) -> TokenDocument:
-        pending = self._pending(event)
+        pending = self._pending_document(event)
         if pending is None:
             raise RotationError(
                 f"Version {event.version_id} of secret {event.secret_id} holds no token: createSecret "
@@ -387,7 +273,7 @@ class TokenRotation:
         tunnel_id = current.tunnel_id
         state = self._tunnels.describe(tunnel_id, (current.thing_name,))
         if state is None or not state.is_open:
-            self._refuse_closed(event, self._closed(tunnel_id, state))
+            self._refuse(event, self._closed(tunnel_id, state))
         # The secret names the tunnel: without this check, whoever may write the secret could have
         # this function rotate (and hand out) the tokens of a tunnel its stack does not own.
         if not self._tunnels.owns(state):
@@ -398,7 +284,7 @@ class TokenRotation:
         # Nor may a secret that merely names the tunnel receive its tokens: only a secret the
         # tunnel was opened for (bound at OpenTunnel, in tags the handler's role cannot change).
         bound = state.tags.get(SECRET_TAG_KEYS[current.client_mode])
-        if bound != binding_of(self._secret_arn):
+        if bound != binding_of(event.secret_arn):
             self._refuse(
                 event,
                 f"Secret {event.secret_id} is not the {current.client_mode} secret tunnel {tunnel_id} "
@@ -407,19 +293,9 @@ class TokenRotation:
             )
         return state
 
-    def _refuse_closed(self, event: RotationStep, why: str) -> NoReturn:
-        """createSecret of a closed tunnel: say how to get a new one (see :meth:`_refuse`)."""
-        self._refuse(event, why, advice=NEW_TUNNEL_ADVICE)
-
-    def _refuse(self, event: RotationStep, why: str, *, advice: str) -> NoReturn:
-        """Refuse createSecret: drop the AWSPENDING label RotateSecret gave the empty version, so
-        that the next rotation (after a stack update) is not refused as "previous rotation isn't
-        complete", and say why."""
-        try:
-            self._drop_pending(event)
-        except Exception:
-            logger.exception("Could not remove AWSPENDING from version %s", event.version_id)
-        raise RotationError(f"{why}; nothing was changed. {advice}".rstrip())
+    def _refuse(self, event: RotationStep, why: str, *, advice: str = NEW_TUNNEL_ADVICE) -> NoReturn:
+        """Refuse createSecret (by default: its tunnel is closed, so say how to get a new one)."""
+        self._give_up(event, f"{why}; nothing was changed. {advice}".rstrip())
 
     def _closed(self, tunnel_id: str, state: TunnelState | None) -> str:
         """Why a tunnel cannot be rotated, in words an operator can act on."""
@@ -438,46 +314,32 @@ class TokenRotation:
             )
 
     def _abandon(self, event: RotationStep, reason: str) -> NoReturn:
-        """Give up a rotation whose pending version can never become current, and say why.
+        """Give up a rotation whose pending version can never become current."""
+        self._give_up(
+            event,
+            f"Rotation of secret {event.secret_id} abandoned: {reason}. AWSCURRENT was left as it was. "
+            f"If the tunnel is closed, update the stack to open a new one; then rotate the secret again.",
+        )
 
-        Dropping AWSPENDING lets the next rotate-secret start a new rotation instead of retrying
-        this one for ever; AWSCURRENT is not touched.
-        """
+    def _give_up(self, event: RotationStep, message: str) -> NoReturn:
+        """Drop AWSPENDING, so that the next rotate-secret starts a new rotation rather than being
+        refused as "previous rotation isn't complete" or retrying this one for ever (AWSCURRENT is
+        not touched); then fail with ``message``."""
         try:
             self._drop_pending(event)
         except Exception:
             logger.exception("Could not remove AWSPENDING from version %s", event.version_id)
-        raise RotationError(
-            f"Rotation of secret {event.secret_id} abandoned: {reason}. AWSCURRENT was left as it was. "
-            f"If the tunnel is closed, update the stack to open a new one; then rotate the secret again."
-        )
+        raise RotationError(message)
 
     def _drop_pending(self, event: RotationStep) -> None:
-        move = {"SecretId": event.secret_id, "VersionStage": PENDING, "RemoveFromVersionId": event.version_id}
-        self._move_label(event, move, done=lambda stages: PENDING not in stages)
-
-    def _move_label(
-        self, event: RotationStep, move: dict[str, Any], done: Callable[[list[str]], bool]
-    ) -> None:
-        """UpdateSecretVersionStage, idempotent: a retry of a move whose answer was lost fails
-        (the label has already left RemoveFromVersionId), so after a failure the move counts as
-        made if the version's labels already show it (``done``)."""
-        try:
-            self._retrier.call(lambda: self._secrets.update_secret_version_stage(**move))
-        except Exception:
-            if not done(self._labels_of(event)):
-                raise
-
-    def _labels_of(self, event: RotationStep) -> list[str]:
-        metadata = self._retrier.call(lambda: self._secrets.describe_secret(SecretId=event.secret_id))
-        return list(metadata.get("VersionIdsToStages", {}).get(event.version_id, []))
+        self._secrets.move_label(event.secret_id, PENDING, from_version=event.version_id)
 
     def _rotate_token(self, event: RotationStep, tunnel: TunnelState, mode: str) -> str:
-        """The new token of one client mode; a tunnel that vanished since it was read gets the
-        same advice as one found closed."""
+        """The new token of one client mode (the other side's stays valid); a tunnel that vanished
+        since it was read gets the same advice as one found closed."""
         try:
-            return self._tunnels.rotate_side(tunnel, mode)
+            return self._tunnels.rotate(tunnel, CLIENT_MODES[mode]).tokens.of(mode)
         except Exception as exc:
             if error_code(exc) == "ResourceNotFoundException":
-                self._refuse_closed(event, self._closed(tunnel.tunnel_id, None))
+                self._refuse(event, self._closed(tunnel.tunnel_id, None))
             raise

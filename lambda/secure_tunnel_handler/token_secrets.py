@@ -1,8 +1,9 @@
-"""Writing a tunnel's tokens into the resource's Secrets Manager secrets, and undoing it.
+"""The handler's one Secrets Manager layer: the token secrets' versions, their labels, and claims.
 
-Each secret holds one JSON object: tunnelId, tunnelArn, clientMode, accessToken, region,
-thingName, services, expiresAt. Secrets Manager keeps the previous version (AWSPREVIOUS),
-which is how a write is undone and how a rolled-back replacement gets its old tokens back.
+Each secret holds one token document (``contract.TokenDocument``). Secrets Manager keeps the
+previous version (AWSPREVIOUS), which is how a write is undone and how a rolled-back replacement
+gets its old tokens back. The lifecycle (``lifecycle.py``) and the rotation steps (``rotation.py``)
+both read, write and move labels through :class:`TokenSecrets`; neither calls the client.
 
 An in-place Update first *claims* its request in the source secret: a version whose
 ClientRequestToken is derived from the request id, holding which delivery claimed it. A version's
@@ -19,18 +20,23 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .contract import CURRENT, PREVIOUS, format_time
+from .contract import CURRENT, PENDING, PREVIOUS, TokenDocument, format_time
 from .errors import error_code
 from .properties import TunnelSpec
+from .redaction import REDACTOR
 from .retries import Retrier
 from .tunnels import IssuedTunnel, TunnelState
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_secretsmanager.type_defs import (
+        GetSecretValueRequestTypeDef,
+        PutSecretValueRequestTypeDef,
+        UpdateSecretVersionStageRequestTypeDef,
+    )
 
 logger = logging.getLogger(__name__)
 
@@ -80,50 +86,44 @@ class Claim:
 
 
 @dataclass(frozen=True)
-class StoredTunnel:
-    """Which tunnel a secret version holds tokens for."""
+class StoredVersion:
+    """One version of a secret as GetSecretValue returned it (``version_id`` None: there is none)."""
 
-    tunnel_id: str | None
     version_id: str | None
+    text: str | None = field(default=None, repr=False)
+    #: Its token document (None: it holds none, or not a complete one).
+    document: TokenDocument | None = None
+
+    @property
+    def tunnel_id(self) -> str | None:
+        """The tunnel whose token it holds (read from any JSON object with a ``tunnelId``)."""
+        return TokenDocument.tunnel_id_in(self.text)
+
+
+@dataclass(frozen=True)
+class SecretMetadata:
+    """What DescribeSecret says of a secret."""
+
+    #: The full ARN, whatever the secret was named by.
+    arn: str
+    #: Whether a rotation function is set up (RotationEnabled, or a RotationLambdaARN).
+    rotation_configured: bool
+    #: Version id -> its staging labels (versions without a label are not listed).
+    stages: dict[str, list[str]]
 
 
 def secret_value(spec: TunnelSpec, tunnel: IssuedTunnel, mode: str, region: str) -> str:
-    """The JSON document stored in a token secret (``mode``: source or destination)."""
-    token = tunnel.tokens.source if mode == "source" else tunnel.tokens.destination
-    return token_document(
+    """The token document stored in a token secret (``mode``: source or destination)."""
+    return TokenDocument(
         tunnel_id=tunnel.tunnel_id,
         tunnel_arn=tunnel.tunnel_arn,
-        mode=mode,
-        token=token,
+        client_mode=mode,
+        access_token=tunnel.tokens.of(mode),
         region=region,
-        destination=spec,
-        expires_at=tunnel.expires_at,
-    )
-
-
-def token_document(
-    *,
-    tunnel_id: str,
-    tunnel_arn: str,
-    mode: str,
-    token: str,
-    region: str,
-    destination: TunnelSpec | TunnelState,
-    expires_at: datetime,
-) -> str:
-    """The JSON document of one token of a tunnel to ``destination``'s thing and services."""
-    return json.dumps(
-        {
-            "tunnelId": tunnel_id,
-            "tunnelArn": tunnel_arn,
-            "clientMode": mode,
-            "accessToken": token,
-            "region": region,
-            "thingName": destination.thing_name,
-            "services": list(destination.services),
-            "expiresAt": format_time(expires_at),
-        }
-    )
+        thing_name=spec.thing_name,
+        services=spec.services,
+        expires_at=format_time(tunnel.expires_at),
+    ).to_json()
 
 
 class TokenSecrets:
@@ -156,9 +156,11 @@ class TokenSecrets:
         futures = {
             arn: self._pool.submit(
                 self._put,
-                arn,
-                secret_value(spec, tunnel, mode, self._region),
-                claim.write_token(arn) if claim else str(uuid.uuid4()),
+                {
+                    "SecretId": arn,
+                    "SecretString": secret_value(spec, tunnel, mode, self._region),
+                    "ClientRequestToken": claim.write_token(arn) if claim else str(uuid.uuid4()),
+                },
             )
             for arn, mode in targets
         }
@@ -179,13 +181,13 @@ class TokenSecrets:
         value = json.dumps({"claimOf": request_id, "holder": mine.holder, "until": mine.until})
         try:
             # The same value on every retry: a retried claim whose answer was lost still holds.
-            self._retrier.call(
-                lambda: self._client.put_secret_value(
-                    SecretId=spec.source_secret_arn,
-                    ClientRequestToken=token,
-                    SecretString=value,
-                    VersionStages=[CLAIM_STAGE],
-                )
+            self._put(
+                {
+                    "SecretId": spec.source_secret_arn,
+                    "ClientRequestToken": token,
+                    "SecretString": value,
+                    "VersionStages": [CLAIM_STAGE],
+                }
             )
         except Exception as exc:
             if error_code(exc) != "ResourceExistsException":
@@ -196,18 +198,20 @@ class TokenSecrets:
     def claim_of(self, spec: TunnelSpec, request_id: str) -> Claim:
         """The claim another delivery made of ``request_id``."""
         token = str(uuid.uuid5(_VERSION_IDS, request_id))
-        response = self._retrier.call(
-            lambda: self._client.get_secret_value(SecretId=spec.source_secret_arn, VersionId=token)
-        )
-        document = json.loads(response["SecretString"])
+        document = json.loads(self.read(spec.source_secret_arn, version_id=token).text or "")
         return Claim(holder=str(document["holder"]), until=float(document["until"]))
 
-    def await_writes(self, spec: TunnelSpec, claim: Claim) -> StoredTunnel | None:
+    @property
+    def region(self) -> str:
+        """The region of the tunnels whose tokens this handler writes."""
+        return self._region
+
+    def await_writes(self, spec: TunnelSpec, claim: Claim) -> StoredVersion | None:
         """Wait for the claimant's writes of every secret; returns the tunnel they hold, or None
         if they are not all there when the claimant's invocation (or this one) is over."""
         while True:
             stored = [
-                self._read(arn, {"VersionId": claim.write_token(arn)}, absent={"ResourceNotFoundException"})
+                self.read(arn, version_id=claim.write_token(arn), absent={"ResourceNotFoundException"})
                 for arn in spec.secret_arns
             ]
             if all(s.version_id for s in stored):
@@ -223,21 +227,41 @@ class TokenSecrets:
                 return False
         return True
 
-    def document(self, tunnel: TunnelState, mode: str, token: str) -> str:
-        """The document of one token of a tunnel the handler did not just open (in this region)."""
-        return token_document(
+    def put(self, arn: str, tunnel: TunnelState, mode: str, token: str) -> str:
+        """Write a new ``mode`` token of a tunnel the handler did not just open (in this region) as
+        the secret's AWSCURRENT version; returns its version id."""
+        document = TokenDocument(
             tunnel_id=tunnel.tunnel_id,
             tunnel_arn=tunnel.tunnel_arn,
-            mode=mode,
-            token=token,
+            client_mode=mode,
+            access_token=token,
             region=self._region,
-            destination=tunnel,
-            expires_at=tunnel.expires_at,
+            thing_name=tunnel.thing_name,
+            services=tunnel.services,
+            expires_at=format_time(tunnel.expires_at),
+        )
+        return self._put(
+            {"SecretId": arn, "SecretString": document.to_json(), "ClientRequestToken": str(uuid.uuid4())}
         )
 
-    def put(self, arn: str, value: str) -> str:
-        """Write ``value`` as the secret's new AWSCURRENT version; returns its version id."""
-        return self._put(arn, value, str(uuid.uuid4()))
+    def put_pending(
+        self, secret_id: str, version_id: str, document: TokenDocument, rotation_token: str | None
+    ) -> None:
+        """Store a rotation's new document as version ``version_id``, labelled AWSPENDING.
+
+        The same version id and value on every retry: Secrets Manager writes one version. Other
+        data under that id raises ResourceExistsException (a version's value never changes).
+        """
+        request: PutSecretValueRequestTypeDef = {
+            "SecretId": secret_id,
+            "ClientRequestToken": version_id,
+            "SecretString": document.to_json(),
+            "VersionStages": [PENDING],
+        }
+        if rotation_token:
+            # Sent by Secrets Manager for rotations that use an assumed role; passed back on writes.
+            request["RotationToken"] = rotation_token
+        self._put(request)
 
     def _may_wait(self, until: float) -> bool:
         """Sleep one poll interval, unless ``until`` (epoch seconds) or this invocation's deadline
@@ -252,22 +276,66 @@ class TokenSecrets:
         for arn, version_id in written.items():
             previous = self.stored(arn, PREVIOUS)
             if previous.version_id and previous.version_id != version_id:
-                self._move_current(arn, previous.version_id, version_id)
+                self.move_label(arn, CURRENT, to_version=previous.version_id, from_version=version_id)
 
-    def stored(self, arn: str, stage: str) -> StoredTunnel:
-        """The tunnel id held by the secret's version at ``stage`` (None if none or unreadable JSON)."""
-        return self._read(arn, {"VersionStage": stage}, absent=GONE_CODES)
+    def stored(self, arn: str, stage: str) -> StoredVersion:
+        """The secret's version at ``stage``; none if the secret is deleted or being deleted."""
+        return self.read(arn, stage=stage, absent=GONE_CODES)
 
-    def _read(self, arn: str, version: dict[str, str], *, absent: Collection[str]) -> StoredTunnel:
-        """The tunnel id held by one version (``VersionStage`` or ``VersionId``); nothing when
-        GetSecretValue fails with one of the ``absent`` codes."""
+    def read(
+        self,
+        secret_id: str,
+        *,
+        stage: str | None = None,
+        version_id: str | None = None,
+        absent: Collection[str] = (),
+    ) -> StoredVersion:
+        """One version, by ``stage``, ``version_id`` or both; none when GetSecretValue fails with
+        one of the ``absent`` codes. The token of a document read is masked in logs from now on."""
+        request: GetSecretValueRequestTypeDef = {"SecretId": secret_id}
+        if version_id:
+            request["VersionId"] = version_id
+        if stage:
+            request["VersionStage"] = stage
         try:
-            response = self._retrier.call(lambda: self._client.get_secret_value(SecretId=arn, **version))
+            response = self._retrier.call(lambda: self._client.get_secret_value(**request))
         except Exception as exc:
             if error_code(exc) in absent:
-                return StoredTunnel(None, None)
+                return StoredVersion(None)
             raise
-        return StoredTunnel(_tunnel_id_in(response.get("SecretString")), response.get("VersionId"))
+        text = response.get("SecretString")
+        document = TokenDocument.parse(text)
+        REDACTOR.remember(document.access_token if document else None)
+        return StoredVersion(response.get("VersionId"), text, document)
+
+    def metadata(self, secret_id: str) -> SecretMetadata:
+        """DescribeSecret: the secret's ARN, whether it is set up for rotation, its versions' labels."""
+        answer = self._retrier.call(lambda: self._client.describe_secret(SecretId=secret_id))
+        return SecretMetadata(
+            arn=str(answer.get("ARN") or secret_id),
+            rotation_configured=bool(answer.get("RotationEnabled") or answer.get("RotationLambdaARN")),
+            stages={k: list(v) for k, v in answer.get("VersionIdsToStages", {}).items()},
+        )
+
+    def move_label(
+        self, secret_id: str, stage: str, *, to_version: str | None = None, from_version: str | None = None
+    ) -> None:
+        """UpdateSecretVersionStage: move ``stage`` to ``to_version`` (if given) and off
+        ``from_version`` (if given). A retry of a move whose answer was lost fails (the label has
+        already left ``from_version``), so after a failure the move counts as made if the
+        versions' labels already show it."""
+        request: UpdateSecretVersionStageRequestTypeDef = {"SecretId": secret_id, "VersionStage": stage}
+        if to_version:
+            request["MoveToVersionId"] = to_version
+        if from_version:
+            request["RemoveFromVersionId"] = from_version
+        try:
+            self._retrier.call(lambda: self._client.update_secret_version_stage(**request))
+        except Exception:
+            labels = self.metadata(secret_id).stages
+            moved = to_version is None or stage in labels.get(to_version, [])
+            if not (moved and (from_version is None or stage not in labels.get(from_version, []))):
+                raise
 
     def is_gone(self, arn: str) -> bool:
         """Whether the secret is deleted or scheduled for deletion."""
@@ -293,7 +361,9 @@ class TokenSecrets:
         done: list[Restore] = []
         try:
             for plan in plans:
-                self._move_current(plan.arn, str(plan.previous_version), plan.current_version)
+                self.move_label(
+                    plan.arn, CURRENT, to_version=plan.previous_version, from_version=plan.current_version
+                )
                 done.append(plan)
                 logger.info("Secret %s holds tokens of tunnel %s again", plan.arn, plan.tunnel_id)
         except Exception:
@@ -303,38 +373,13 @@ class TokenSecrets:
     def _unrestore(self, done: Sequence[Restore]) -> None:
         for plan in reversed(done):
             try:
-                self._move_current(plan.arn, plan.current_version, str(plan.previous_version))
+                self.move_label(
+                    plan.arn, CURRENT, to_version=plan.current_version, from_version=plan.previous_version
+                )
             except Exception:
                 logger.exception("Could not undo the restore of secret %s", plan.arn)
 
-    def _put(self, arn: str, value: str, token: str) -> str:
+    def _put(self, request: PutSecretValueRequestTypeDef) -> str:
         # One idempotency token for all retries: a retried write never adds a second version.
-        response = self._retrier.call(
-            lambda: self._client.put_secret_value(SecretId=arn, SecretString=value, ClientRequestToken=token)
-        )
+        response = self._retrier.call(lambda: self._client.put_secret_value(**request))
         return str(response["VersionId"])
-
-    def _move_current(self, arn: str, to_version: str, from_version: str) -> None:
-        try:
-            self._retrier.call(
-                lambda: self._client.update_secret_version_stage(
-                    SecretId=arn,
-                    VersionStage=CURRENT,
-                    MoveToVersionId=to_version,
-                    RemoveFromVersionId=from_version,
-                )
-            )
-        except Exception:
-            # A retry of a move whose answer was lost fails (the label has left from_version):
-            # the move is done if the label is where it should be.
-            if self.stored(arn, CURRENT).version_id != to_version:
-                raise
-
-
-def _tunnel_id_in(secret_string: str | None) -> str | None:
-    try:
-        document = json.loads(secret_string or "")
-    except ValueError:
-        return None
-    tunnel_id = document.get("tunnelId") if isinstance(document, dict) else None
-    return tunnel_id if isinstance(tunnel_id, str) else None

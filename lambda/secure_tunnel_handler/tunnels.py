@@ -39,8 +39,11 @@ from .retries import Retrier, is_access_denied, is_throttling, is_transient
 
 if TYPE_CHECKING:
     from mypy_boto3_iotsecuretunneling import IoTSecureTunnelingClient
+    from mypy_boto3_iotsecuretunneling.literals import ClientModeType
     from mypy_boto3_iotsecuretunneling.type_defs import (
         DestinationConfigTypeDef,
+        ListTunnelsRequestTypeDef,
+        RotateTunnelAccessTokenRequestTypeDef,
         TagTypeDef,
         TunnelSummaryTypeDef,
     )
@@ -54,10 +57,18 @@ OPEN = "OPEN"
 
 @dataclass(frozen=True)
 class AccessTokens:
-    """The two client access tokens of a tunnel. Never logged: the repr hides them."""
+    """The client access tokens a call issued (None: that side's was not issued). Never logged:
+    the repr hides them."""
 
-    source: str = field(repr=False)
-    destination: str = field(repr=False)
+    source: str | None = field(default=None, repr=False)
+    destination: str | None = field(default=None, repr=False)
+
+    def of(self, mode: str) -> str:
+        """The token of a document's client mode (``source`` or ``destination``)."""
+        token = self.source if mode == "source" else self.destination
+        if token is None:
+            raise ValueError(f"no {mode} token was issued")
+        return token
 
 
 @dataclass(frozen=True)
@@ -225,35 +236,22 @@ class TunnelService:
             raise
         return None if tunnel is None else _state(tunnel["tunnel"])
 
-    def rotate(self, tunnel: TunnelState, destination: TunnelSpec | None = None) -> IssuedTunnel:
-        """Rotate both tokens (``clientMode=ALL``), moving the tunnel to ``destination`` if given.
+    def rotate(
+        self, tunnel: TunnelState, mode: ClientModeType = "ALL", destination: TunnelSpec | None = None
+    ) -> IssuedTunnel:
+        """Rotate the token of one client mode (``SOURCE`` or ``DESTINATION``: the other side's
+        stays valid) or both (``ALL``), moving the tunnel to ``destination`` if given.
 
-        The destination configuration is always sent: only a rotation that carries it makes
-        AWS IoT publish the new destination token to the device (developer guide, secure
-        tunneling troubleshooting); without it the device's token is revoked and never replaced.
+        ALL and DESTINATION rotations carry the destination configuration (the API refuses it with
+        SOURCE): only a rotation that carries it makes AWS IoT publish the new destination token
+        to the device (developer guide, secure tunneling troubleshooting); without it the device's
+        token is revoked and never replaced.
         """
-        config = _destination(destination) if destination else destination_config_of(tunnel)
-        response = self._retrier.call(
-            lambda: self._client.rotate_tunnel_access_token(
-                tunnelId=tunnel.tunnel_id, clientMode="ALL", destinationConfig=config
-            )
-        )
-        return self._issued(tunnel.tunnel_id, tunnel.tunnel_arn, tunnel.expires_at, response)
-
-    def rotate_side(self, tunnel: TunnelState, mode: str) -> str:
-        """Rotate the token of one client mode (``SOURCE`` or ``DESTINATION``); the other side's
-        stays valid. Returns the new token.
-
-        A DESTINATION rotation carries the tunnel's destination configuration, so that AWS IoT
-        publishes the new token on the thing's notify topic (the API refuses it with SOURCE).
-        """
-        request: dict[str, Any] = {"tunnelId": tunnel.tunnel_id, "clientMode": mode}
-        if mode == "DESTINATION":
-            request["destinationConfig"] = destination_config_of(tunnel)
+        request: RotateTunnelAccessTokenRequestTypeDef = {"tunnelId": tunnel.tunnel_id, "clientMode": mode}
+        if mode != "SOURCE":
+            request["destinationConfig"] = _destination(destination or tunnel)
         response = self._retrier.call(lambda: self._client.rotate_tunnel_access_token(**request))
-        token = str(response["sourceAccessToken" if mode == "SOURCE" else "destinationAccessToken"])
-        REDACTOR.remember(token)
-        return token
+        return self._issued(tunnel.tunnel_id, tunnel.tunnel_arn, tunnel.expires_at, response)
 
     def close(self, tunnel_id: str, things: Sequence[str] = ()) -> bool:
         """Close and delete the tunnel's data; False if it was already gone (see :meth:`describe`
@@ -311,7 +309,7 @@ class TunnelService:
 
     def _summaries(self, thing_name: str) -> list[TunnelSummaryTypeDef]:
         summaries: list[TunnelSummaryTypeDef] = []
-        request: dict[str, Any] = {"thingName": thing_name, "maxResults": 100}
+        request: ListTunnelsRequestTypeDef = {"thingName": thing_name, "maxResults": 100}
         while True:
             page = self._retrier.call(lambda: self._client.list_tunnels(**request))
             summaries.extend(page.get("tunnelSummaries", []))
@@ -322,7 +320,7 @@ class TunnelService:
     def _issued(
         self, tunnel_id: str, arn: str, expires_at: datetime, response: Mapping[str, Any]
     ) -> IssuedTunnel:
-        tokens = AccessTokens(response["sourceAccessToken"], response["destinationAccessToken"])
+        tokens = AccessTokens(response.get("sourceAccessToken"), response.get("destinationAccessToken"))
         REDACTOR.remember(tokens.source, tokens.destination)
         return IssuedTunnel(tunnel_id, response.get("tunnelArn", arn), expires_at, tokens)
 
@@ -345,13 +343,9 @@ def _open_request(spec: TunnelSpec, owner: str, request_id: str) -> dict[str, An
     return request
 
 
-def _destination(spec: TunnelSpec) -> DestinationConfigTypeDef:
-    return {"thingName": spec.thing_name, "services": list(spec.services)}
-
-
-def destination_config_of(tunnel: TunnelState) -> DestinationConfigTypeDef:
-    """The tunnel's own destination configuration, as RotateTunnelAccessToken takes it."""
-    return {"thingName": tunnel.thing_name, "services": list(tunnel.services)}
+def _destination(target: TunnelSpec | TunnelState) -> DestinationConfigTypeDef:
+    """The destination configuration of a resource's properties or of a tunnel as it is."""
+    return {"thingName": target.thing_name, "services": list(target.services)}
 
 
 def _state(tunnel: Mapping[str, Any]) -> TunnelState:
