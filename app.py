@@ -15,8 +15,8 @@ from __future__ import annotations
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from cdk_iot_secure_tunnel.demo_stack import DEFAULT_THING_NAME, SecureTunnelDemoStack, services_from_context
-from cdk_iot_secure_tunnel.provider_stack import SecureTunnelProviderStack
+from cdk_iot_secure_tunnel import SecureTunnelProviderStack
+from demo_stack import DEFAULT_THING_NAME, SecureTunnelDemoStack, services_from_context
 
 DEMO_STACK_NAME = "IoTSecureTunnelDemo"
 PROVIDER_STACK_NAME = "IoTSecureTunnelProvider"

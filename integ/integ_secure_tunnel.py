@@ -18,6 +18,7 @@ account). What it asserts is in docs/integration-test.md:
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,12 @@ from aws_cdk import cloud_assembly_schema as schema
 from aws_cdk.integ_tests_alpha import ExpectedResult, IntegTest, Match
 from constructs import Construct
 
-from cdk_iot_secure_tunnel.demo_stack import SecureTunnelDemoStack
-
 HERE = Path(__file__).resolve().parent
+# integ-runner runs this file in integ/: the demo stack is a module beside the repository's app.py,
+# outside the construct library's wheel.
+sys.path.insert(0, str(HERE.parent))
+from demo_stack import SecureTunnelDemoStack  # noqa: E402 - needs the path above
+
 #: The stack under test: the project's demo stack (a thing and a SecureTunnel to it).
 STACK_NAME = "IoTSecureTunnelInteg"
 #: The stack of the secret checker function (kept out of the stack under test).

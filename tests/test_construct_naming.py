@@ -5,6 +5,7 @@ ships its license."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shutil
@@ -282,15 +283,38 @@ def library_wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     return build_wheel(source, out, "cdk_iot_secure_tunnel-*.whl")
 
 
-def test_the_library_wheel_ships_the_license_the_handler_and_no_cli(library_wheel: zipfile.ZipFile) -> None:
+def test_the_library_wheel_ships_the_license_the_handler_and_no_cli_or_demo(
+    library_wheel: zipfile.ZipFile,
+) -> None:
     names = library_wheel.namelist()
     (license_file,) = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
     assert library_wheel.read(license_file) == (REPO_ROOT / "LICENSE").read_bytes()
     assert "secure_tunnel_handler/entrypoint.py" in names
     assert "cdk_iot_secure_tunnel/secure_tunnel.py" in names
     assert not [n for n in names if n.startswith("secure_tunnel_cli/") or n.endswith("/cli.py")]
+    # The demo stack is the project's app, not the library (it lives beside app.py).
+    assert not [n for n in names if "demo" in n]
 
 
 def test_the_readme_layout_names_the_license() -> None:
     assert (REPO_ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
     assert "LICENSE" in Path(REPO_ROOT / "README.md").read_text()
+
+
+def test_the_readme_layout_table_matches_the_tree() -> None:
+    """Every tracked top-level file and folder (dotfiles aside) is in the README's layout table,
+    and every path the table names exists."""
+    table = (REPO_ROOT / "README.md").read_text().split("## Repository layout", 1)[1].split("\n## ", 1)[0]
+    first_cells = [row.split(" | ")[0] for row in table.splitlines() if row.startswith("| `")]
+    named = {path.rstrip("/") for cell in first_cells for path in re.findall(r"`([^`]+)`", cell)}
+    listing = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    top_level = {path.split("/")[0] for path in listing.stdout.split()}
+    unlisted = {
+        entry
+        for entry in top_level
+        if not (entry.startswith(".") and entry != ".ci")
+        and not any(fnmatch.fnmatch(entry, name.split("/")[0]) for name in named)
+    }
+    assert not unlisted, f"top-level entries missing from the README's layout table: {sorted(unlisted)}"
+    missing = {name for name in named if not list(REPO_ROOT.glob(name))}
+    assert not missing, f"the layout table names paths that do not exist: {sorted(missing)}"

@@ -26,8 +26,8 @@ from aws_cdk.cx_api import CloudAssembly
 from constructs import IConstruct
 
 from cdk_iot_secure_tunnel import SecureTunnel, SecureTunnelProviderStack
-from cdk_iot_secure_tunnel.demo_stack import SecureTunnelDemoStack
 from cdk_iot_secure_tunnel.secure_tunnel import SERVICE_TIMEOUT
+from demo_stack import SecureTunnelDemoStack
 from tests.cdk_helpers import REPO_ROOT, resources_of_type
 
 README = (REPO_ROOT / "README.md").read_text()

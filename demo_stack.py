@@ -1,4 +1,8 @@
-"""The demo stack of the project's CDK app: an IoT thing and a secure tunnel to it."""
+"""The demo stack of the project's CDK app: an IoT thing and a secure tunnel to it.
+
+It lives beside ``app.py``, not in the construct library: the library's wheel ships only what a
+consumer's app uses. The integration test (``integ/``) deploys it too.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from aws_cdk import Aws, CfnOutput, Stack
 from aws_cdk import aws_iot as iot
 from constructs import Construct
 
-from .secure_tunnel import SecureTunnel
+from cdk_iot_secure_tunnel import SecureTunnel
 
 DEFAULT_THING_NAME = "secure-tunnel-demo-device"
 DEFAULT_SERVICES = ("SSH",)
