@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from secure_tunnel_cli import token_document, tunnels
+from secure_tunnel_cli import commands, localproxy, token_document, tunnels
 from secure_tunnel_handler import contract, properties
 from tests.rig.harness import SECRET_DOCUMENT_FIELDS
 from tests.wheels import build_wheel
@@ -84,6 +84,9 @@ def test_the_constants_the_cli_shares_with_the_handler_are_the_handlers() -> Non
     assert tunnels.OWNER_TAG == contract.OWNER_TAG_KEY
     assert contract.SECRET_TAG_KEYS["source"] == tunnels.SOURCE_SECRET_TAG
     assert tunnels.DEFAULT_LIFETIME_MINUTES == contract.DEFAULT_LIFETIME_MINUTES
+    # Thing and service names.
+    assert commands.THING_RE.pattern == contract.NAME_RE.pattern
+    assert f"(?P<service>{contract.NAME_RE.pattern})" in localproxy._MAPPING_ITEM.pattern
     short = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tunnel/source-AbCdEf"
     long = f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{'a' * 250}-AbCdEf"
     assert not properties.binding_of(short).startswith(tunnels.HASHED_BINDING_PREFIX)
@@ -91,16 +94,5 @@ def test_the_constants_the_cli_shares_with_the_handler_are_the_handlers() -> Non
     # The token document's keys the CLI reads are the contract's (its clientMode, from the real
     # handler: tests/test_cli_things.py), and so is the time format it parses.
     assert set(token_document.FIELDS) <= set(SECRET_DOCUMENT_FIELDS) == set(contract.DOCUMENT_KEYS.values())
-    written = json.loads(
-        contract.TokenDocument(
-            tunnel_id="id",
-            tunnel_arn="arn:aws:iot:us-east-1:123456789012:tunnel/id",
-            client_mode="source",
-            access_token="t",
-            region="us-east-1",
-            thing_name="t",
-            services=("SSH",),
-            expires_at=contract.format_time(datetime(2030, 1, 1, tzinfo=UTC)),
-        ).to_json()
-    )
-    assert written[token_document.EXPIRES_AT] == "2030-01-01T00:00:00Z"
+    expires_at = datetime(2030, 1, 1, tzinfo=UTC)
+    assert datetime.fromisoformat(contract.format_time(expires_at).replace("Z", "+00:00")) == expires_at

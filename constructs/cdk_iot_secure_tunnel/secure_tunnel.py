@@ -22,6 +22,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from secure_tunnel_handler.contract import DOCUMENT_KEYS
+
 from .device_policy import DeviceNotifyPolicy
 from .handler_function import SECRETS_MANAGER_ENDPOINT, SecureTunnelHandler
 from .token_rotation import attach_rotation
@@ -69,9 +71,10 @@ _DESTINATION = _TokenSide(
     "DestinationTokenSecret", "destination", "device side, for localproxy -d", DESTINATION_SECRET_NAME_SUFFIX
 )
 
+*_FIRST_KEYS, _LAST_KEY = DOCUMENT_KEYS.values()
 _VALUE_DESCRIPTION = (
-    "JSON with tunnelId, tunnelArn, clientMode, accessToken, region, thingName, services and "
-    "expiresAt, written by the Custom::IoTSecureTunnel handler when the tunnel opens or rotates"
+    f"JSON with {', '.join(_FIRST_KEYS)} and {_LAST_KEY}, written by the Custom::IoTSecureTunnel handler "
+    "when the tunnel opens or rotates"
 )
 
 

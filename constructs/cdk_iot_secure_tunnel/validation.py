@@ -18,24 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_cdk import Duration, Token
 
-from secure_tunnel_handler.contract import (
-    HANDLER_TAG_COUNT,
-    MAX_DESCRIPTION_LENGTH,
-    MAX_LIFETIME_MINUTES,
-    MAX_NAME_LENGTH,
-    MAX_SERVICES,
-    MAX_TAG_KEY_LENGTH,
-    MAX_TAG_VALUE_LENGTH,
-    MAX_TUNNEL_TAGS,
-    MAX_USER_TAGS,
-    MIN_LIFETIME_MINUTES,
-    NAME_CHARACTERS,
-    NAME_RE,
-    RESERVED_TAG_PREFIXES,
-    TAG_TEXT_RULE,
-    has_control_character,
-    is_tag_text,
-)
+from secure_tunnel_handler import contract
 
 if TYPE_CHECKING:
     from aws_cdk import aws_kms as kms
@@ -51,13 +34,15 @@ MAX_SECRET_NAME_LENGTH = 512
 MAX_SECRET_NAME_PREFIX_LENGTH = MAX_SECRET_NAME_LENGTH - len(DESTINATION_SECRET_NAME_SUFFIX)
 _SECRET_NAME_PREFIX_RE = re.compile(f"[{SECRET_NAME_CHARACTERS}]{{1,{MAX_SECRET_NAME_PREFIX_LENGTH}}}")
 
-_NAME_RULE = f"1-{MAX_NAME_LENGTH} characters of [{NAME_CHARACTERS}]"
+_NAME_RULE = f"1-{contract.MAX_NAME_LENGTH} characters of [{contract.NAME_CHARACTERS}]"
 _IOT_ARN_PREFIX = r"arn:aws(-[a-z]+)*:iot:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:"
 # A certificate id is 64 hex digits (botocore model ``iot``: CertificateId), lowercase as AWS IoT
 # writes it in the certificate's ARN.
 _CERTIFICATE_ARN_RE = re.compile(f"{_IOT_ARN_PREFIX}cert/[0-9a-f]{{64}}")
 # A thing group name, or an ArnLike pattern of names (``*``, ``?``).
-_THING_GROUP_ARN_RE = re.compile(f"{_IOT_ARN_PREFIX}thinggroup/[*?{NAME_CHARACTERS}]{{1,{MAX_NAME_LENGTH}}}")
+_THING_GROUP_ARN_RE = re.compile(
+    f"{_IOT_ARN_PREFIX}thinggroup/[*?{contract.NAME_CHARACTERS}]{{1,{contract.MAX_NAME_LENGTH}}}"
+)
 
 
 def is_unresolved(value: Any) -> bool:
@@ -87,13 +72,13 @@ def validate_thing_name(name: str) -> None:
         raise _wrong_type("thing", "an aws_iot.CfnThing or a thing name", name)
     if is_unresolved(name):
         return
-    if not NAME_RE.fullmatch(name):
+    if not contract.NAME_RE.fullmatch(name):
         raise _fail("thing", f"a thing name of {_NAME_RULE}", name)
 
 
 def validate_services(services: Sequence[str]) -> tuple[str, ...]:
     """1 to 3 unique service names (e.g. ``SSH``, ``RDP``, ``HTTP``) of 1-128 ``[a-zA-Z0-9:_-]``."""
-    rule = f"a list of 1 to {MAX_SERVICES} unique service names of {_NAME_RULE} (e.g. ['SSH'])"
+    rule = f"a list of 1 to {contract.MAX_SERVICES} unique service names of {_NAME_RULE} (e.g. ['SSH'])"
     if isinstance(services, str | bytes) or not isinstance(services, Sequence):
         raise _wrong_type("services", rule, services)
     names = tuple(services)
@@ -101,14 +86,14 @@ def validate_services(services: Sequence[str]) -> tuple[str, ...]:
         return names
     if not names:
         raise ValueError(_message("services", rule, "none", "SecureTunnel"))
-    if len(names) > MAX_SERVICES:
+    if len(names) > contract.MAX_SERVICES:
         raise ValueError(
-            _message("services", rule, f"{len(names)} given, at most {MAX_SERVICES}", "SecureTunnel")
+            _message("services", rule, f"{len(names)} given, at most {contract.MAX_SERVICES}", "SecureTunnel")
         )
     for name in names:
         if not isinstance(name, str):
             raise _wrong_type("services", rule, name)
-        if not is_unresolved(name) and not NAME_RE.fullmatch(name):
+        if not is_unresolved(name) and not contract.NAME_RE.fullmatch(name):
             raise _fail("services", rule, name)
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
@@ -120,10 +105,11 @@ def validate_description(description: str | None) -> None:
     """1-2048 characters, no control (Unicode category C) characters."""
     if description is None or is_unresolved(description):
         return
-    rule = f"1-{MAX_DESCRIPTION_LENGTH} characters with no control characters"
+    rule = f"1-{contract.MAX_DESCRIPTION_LENGTH} characters with no control characters"
     if not isinstance(description, str):
         raise _wrong_type("description", rule, description)
-    if not 1 <= len(description) <= MAX_DESCRIPTION_LENGTH or has_control_character(description):
+    fits = 1 <= len(description) <= contract.MAX_DESCRIPTION_LENGTH
+    if not fits or contract.has_control_character(description):
         shown = description if len(description) <= 80 else f"{description[:40]}... ({len(description)} chars)"
         raise _fail("description", rule, shown)
 
@@ -131,17 +117,18 @@ def validate_description(description: str | None) -> None:
 def lifetime_minutes(max_lifetime: Duration | None) -> int | None:
     """The tunnel lifetime in whole minutes, 1 to 720 (12 hours); None when it is a token."""
     if max_lifetime is None:
-        return MAX_LIFETIME_MINUTES
+        return contract.MAX_LIFETIME_MINUTES
     rule = (
-        f"a Duration of whole minutes from {MIN_LIFETIME_MINUTES} minute "
-        f"to {MAX_LIFETIME_MINUTES // 60} hours (e.g. Duration.hours(2))"
+        f"a Duration of whole minutes from {contract.MIN_LIFETIME_MINUTES} minute "
+        f"to {contract.MAX_LIFETIME_MINUTES // 60} hours (e.g. Duration.hours(2))"
     )
     if not isinstance(max_lifetime, Duration):
         raise _wrong_type("max_lifetime", rule, max_lifetime)
     if is_unresolved(max_lifetime):
         return None
     seconds = float(max_lifetime.to_seconds(integral=False))
-    if seconds % 60 != 0 or not MIN_LIFETIME_MINUTES * 60 <= seconds <= MAX_LIFETIME_MINUTES * 60:
+    minutes = seconds / 60
+    if seconds % 60 != 0 or not contract.MIN_LIFETIME_MINUTES <= minutes <= contract.MAX_LIFETIME_MINUTES:
         raise _fail("max_lifetime", rule, max_lifetime.to_human_string())
     return int(seconds // 60)
 
@@ -153,23 +140,27 @@ def validate_tags(tags: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]
         return ()
     if not isinstance(tags, Mapping):
         raise _wrong_type("tags", "a mapping of tag keys to values", tags)
-    if len(tags) > MAX_USER_TAGS:
-        handler_tags = f"the handler adds {HANDLER_TAG_COUNT} of the API's {MAX_TUNNEL_TAGS}"
-        rule = f"at most {MAX_USER_TAGS} tags ({handler_tags})"
+    if len(tags) > contract.MAX_USER_TAGS:
+        handler_tags = (
+            f"the handler adds {contract.HANDLER_TAG_COUNT} of the API's {contract.MAX_TUNNEL_TAGS}"
+        )
+        rule = f"at most {contract.MAX_USER_TAGS} tags ({handler_tags})"
         raise _fail("tags", rule, f"{len(tags)} tags")
-    key_rule = f"a mapping whose keys are 1-{MAX_TAG_KEY_LENGTH} {TAG_TEXT_RULE}"
-    value_rule = f"a mapping whose values are 0-{MAX_TAG_VALUE_LENGTH} {TAG_TEXT_RULE}"
+    key_rule = f"a mapping whose keys are 1-{contract.MAX_TAG_KEY_LENGTH} {contract.TAG_TEXT_RULE}"
+    value_rule = f"a mapping whose values are 0-{contract.MAX_TAG_VALUE_LENGTH} {contract.TAG_TEXT_RULE}"
     for key, value in tags.items():
         if not isinstance(key, str):
             raise _wrong_type("tags", key_rule, key)
-        if not (is_unresolved(key) or (1 <= len(key) <= MAX_TAG_KEY_LENGTH and is_tag_text(key))):
+        key_fits = 1 <= len(key) <= contract.MAX_TAG_KEY_LENGTH and contract.is_tag_text(key)
+        if not (is_unresolved(key) or key_fits):
             raise _fail("tags", key_rule, key)
-        if not is_unresolved(key) and key.lower().startswith(RESERVED_TAG_PREFIXES):
-            reserved = " or ".join(repr(p) for p in RESERVED_TAG_PREFIXES)
+        if not is_unresolved(key) and key.lower().startswith(contract.RESERVED_TAG_PREFIXES):
+            reserved = " or ".join(repr(p) for p in contract.RESERVED_TAG_PREFIXES)
             raise _fail("tags", f"a mapping with no key starting with {reserved} (reserved)", key)
         if not isinstance(value, str):
             raise _wrong_type("tags", value_rule, {key: value})
-        if not (is_unresolved(value) or (len(value) <= MAX_TAG_VALUE_LENGTH and is_tag_text(value))):
+        value_fits = len(value) <= contract.MAX_TAG_VALUE_LENGTH and contract.is_tag_text(value)
+        if not (is_unresolved(value) or value_fits):
             raise _fail("tags", value_rule, {key: value})
     return tuple(sorted(tags.items()))
 
@@ -227,7 +218,7 @@ def validate_thing_group_arns(thing_group_arns: Sequence[str] | None) -> tuple[s
         return None
     rule = (
         "a non-empty list of IoT thing group ARNs, arn:<partition>:iot:<region>:<account>:thinggroup/<name> "
-        f"(name: 1-{MAX_NAME_LENGTH} characters of [{NAME_CHARACTERS}], * and ? as wildcards)"
+        f"(name: {_NAME_RULE}, * and ? as wildcards)"
     )
     if isinstance(thing_group_arns, str | bytes) or not isinstance(thing_group_arns, Sequence):
         raise _wrong_type("thing_group_arns", rule, thing_group_arns, owner="SecureTunnelProviderStack")
