@@ -88,7 +88,7 @@ class SecretFieldChecker(Construct):
             code=lambda_.Code.from_inline(CHECKER_SOURCE.read_text()),
             timeout=cdk.Duration.seconds(30),
             memory_size=128,
-            environment={"SECRET_ARN": secret.secret_arn},
+            environment={"SECRET_ARN": secret.secret_arn, "DOCUMENT_FIELDS": ",".join(SECRET_FIELDS)},
             log_group=log_group,
         )
         self.function.add_to_role_policy(

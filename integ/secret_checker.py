@@ -12,22 +12,16 @@ from typing import Any
 
 import boto3
 
-FIELDS = (
-    "tunnelId",
-    "tunnelArn",
-    "clientMode",
-    "accessToken",
-    "region",
-    "thingName",
-    "services",
-    "expiresAt",
-)
+
+def expected_fields() -> list[str]:
+    """The document's fields, as the test app lists them (``DOCUMENT_FIELDS``, comma-separated)."""
+    return os.environ["DOCUMENT_FIELDS"].split(",")
 
 
 def summarize(document: Any, version_id: str, event: dict[str, Any]) -> dict[str, Any]:
     """Booleans about ``document`` (the secret's parsed JSON) and ``version_id``."""
     doc = document if isinstance(document, dict) else {}
-    fields = {name: doc.get(name) not in (None, "", [], {}) for name in FIELDS}
+    fields = {name: doc.get(name) not in (None, "", [], {}) for name in expected_fields()}
     result: dict[str, Any] = {
         "fields": fields,
         "allFieldsPresent": all(fields.values()),
