@@ -114,20 +114,33 @@ class SecretMetadata:
 
 def secret_value(spec: TunnelSpec, tunnel: IssuedTunnel, mode: str, region: str) -> str:
     """The token document stored in a token secret (``mode``: source or destination)."""
+    return _document(tunnel, spec, mode=mode, token=tunnel.tokens.of(mode), region=region)
+
+
+def _document(
+    tunnel: IssuedTunnel | TunnelState,
+    destination: TunnelSpec | TunnelState,
+    *,
+    mode: str,
+    token: str,
+    region: str,
+) -> str:
+    """The document of one token of ``tunnel``, to ``destination``'s thing and services."""
     return TokenDocument(
         tunnel_id=tunnel.tunnel_id,
         tunnel_arn=tunnel.tunnel_arn,
         client_mode=mode,
-        access_token=tunnel.tokens.of(mode),
+        access_token=token,
         region=region,
-        thing_name=spec.thing_name,
-        services=spec.services,
+        thing_name=destination.thing_name,
+        services=destination.services,
         expires_at=format_time(tunnel.expires_at),
     ).to_json()
 
 
 class TokenSecrets:
-    """The Secrets Manager side of the handler."""
+    """Every Secrets Manager call of the handler, with retries: the token secrets' versions, their
+    labels, and the claims of in-place Updates."""
 
     def __init__(
         self,
@@ -230,19 +243,8 @@ class TokenSecrets:
     def put(self, arn: str, tunnel: TunnelState, mode: str, token: str) -> str:
         """Write a new ``mode`` token of a tunnel the handler did not just open (in this region) as
         the secret's AWSCURRENT version; returns its version id."""
-        document = TokenDocument(
-            tunnel_id=tunnel.tunnel_id,
-            tunnel_arn=tunnel.tunnel_arn,
-            client_mode=mode,
-            access_token=token,
-            region=self._region,
-            thing_name=tunnel.thing_name,
-            services=tunnel.services,
-            expires_at=format_time(tunnel.expires_at),
-        )
-        return self._put(
-            {"SecretId": arn, "SecretString": document.to_json(), "ClientRequestToken": str(uuid.uuid4())}
-        )
+        value = _document(tunnel, tunnel, mode=mode, token=token, region=self._region)
+        return self._put({"SecretId": arn, "SecretString": value, "ClientRequestToken": str(uuid.uuid4())})
 
     def put_pending(
         self, secret_id: str, version_id: str, document: TokenDocument, rotation_token: str | None
