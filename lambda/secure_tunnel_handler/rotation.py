@@ -117,9 +117,10 @@ class TokenRotation:
 
     def create_secret(self, event: RotationStep) -> None:
         """Rotate this secret's token at the service and store the new document as AWSPENDING."""
-        current = self._current(event)
-        pending = self._pending_document(event)
-        if pending is not None:
+        current = self._current_document(event, self._current(event))
+        stored = self._pending(event)
+        if stored.version_id is not None:
+            pending = self._pending_document(event, stored)
             if pending.tunnel_id == current.tunnel_id:
                 logger.info("createSecret: version %s already holds a new token", event.version_id)
                 return
@@ -177,20 +178,20 @@ class TokenRotation:
         expired sets up rotation again): a rotation's createSecret always stores a new token.
         """
         stored = self._pending(event)
-        current = self._read_current(event)
+        current = self._current(event)
         if stored.version_id is None or (stored.text or "") == current.text:
             logger.info("testSecret: version %s is Secrets Manager's configuration test", event.version_id)
             return
-        pending = self._document_of(event, stored)
-        self._check_replaces(event, pending, self._current(event, current))
+        pending = self._pending_document(event, stored)
+        self._check_replaces(event, pending, self._current_document(event, current))
         state = self._tunnels.describe(pending.tunnel_id, (pending.thing_name,))
         if state is None or not state.is_open:
             self._abandon(event, self._closed(pending.tunnel_id, state))
 
     def finish_secret(self, event: RotationStep) -> None:
         """Make the pending version AWSCURRENT, then drop its AWSPENDING label."""
-        pending = self._required_pending(event)
-        current = self._read_current(event)
+        pending = self._pending_document(event, self._pending(event))
+        current = self._current(event)
         if current.document is not None:
             # A stack update may have rewritten the secret since createSecret: never go back to an
             # older tunnel's token.
@@ -224,18 +225,8 @@ class TokenRotation:
             )
         return replace(event, secret_arn=metadata.arn), stages
 
-    def _read_current(self, event: RotationStep) -> StoredVersion:
+    def _current(self, event: RotationStep) -> StoredVersion:
         return self._secrets.read(event.secret_id, stage=CURRENT)
-
-    def _current(self, event: RotationStep, stored: StoredVersion | None = None) -> TokenDocument:
-        document = (stored or self._read_current(event)).document
-        if document is None:
-            raise RotationError(
-                f"Secret {event.secret_id} holds no tunnel token yet: its AWSCURRENT value is not the "
-                "document the Custom::IoTSecureTunnel resource writes. Deploy the stack that owns the "
-                "secret first, then rotate it. Nothing was changed."
-            )
-        return document
 
     def _pending(self, event: RotationStep) -> StoredVersion:
         """The new version (none while it has no value: RotateSecret adds it empty)."""
@@ -243,30 +234,29 @@ class TokenRotation:
             event.secret_id, version_id=event.version_id, stage=PENDING, absent={"ResourceNotFoundException"}
         )
 
-    def _pending_document(self, event: RotationStep) -> TokenDocument | None:
-        """The new version's document; None while it has no value."""
-        pending = self._pending(event)
-        return None if pending.version_id is None else self._document_of(event, pending)
-
-    def _document_of(self, event: RotationStep, pending: StoredVersion) -> TokenDocument:
-        """The pending version's document. A value that is not a token document was not written
-        by this function: fail rather than guess."""
-        document = pending.document
-        if document is None:
+    def _current_document(self, event: RotationStep, current: StoredVersion) -> TokenDocument:
+        if current.document is None:
             raise RotationError(
-                f"Version {event.version_id} of secret {event.secret_id} holds a value that is not a "
-                "token document; remove its AWSPENDING label and rotate again"
+                f"Secret {event.secret_id} holds no tunnel token yet: its AWSCURRENT value is not the "
+                "document the Custom::IoTSecureTunnel resource writes. Deploy the stack that owns the "
+                "secret first, then rotate it. Nothing was changed."
             )
-        return document
+        return current.document
 
-    def _required_pending(self, event: RotationStep) -> TokenDocument:
-        pending = self._pending_document(event)
-        if pending is None:
+    def _pending_document(self, event: RotationStep, pending: StoredVersion) -> TokenDocument:
+        """The new version's document. A value that is not a token document was not written by
+        this function: fail rather than guess."""
+        version = f"Version {event.version_id} of secret {event.secret_id}"
+        if pending.version_id is None:
             raise RotationError(
-                f"Version {event.version_id} of secret {event.secret_id} holds no token: createSecret "
-                "has not completed. Rotate the secret again."
+                f"{version} holds no token: createSecret has not completed. Rotate the secret again."
             )
-        return pending
+        if pending.document is None:
+            raise RotationError(
+                f"{version} holds a value that is not a token document; remove its AWSPENDING label "
+                "and rotate again"
+            )
+        return pending.document
 
     def _open_owned_tunnel(self, event: RotationStep, current: TokenDocument) -> TunnelState:
         """The secret's tunnel if it is OPEN and this handler's stack opened it."""
