@@ -33,6 +33,9 @@ from .token_secrets import TokenSecrets
 from .tunnels import TunnelService
 
 if TYPE_CHECKING:
+    from mypy_boto3_iotsecuretunneling import IoTSecureTunnelingClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
     from .lambda_context import LambdaContext
 
 logger = logging.getLogger(__name__)
@@ -47,7 +50,7 @@ CLIENT_CONFIG = Config(retries={"total_max_attempts": 1}, connect_timeout=5, rea
 
 
 @cache
-def _clients() -> tuple[Any, Any]:
+def _clients() -> tuple[IoTSecureTunnelingClient, SecretsManagerClient]:
     session = boto3.session.Session()
     return (
         session.client("iotsecuretunneling", config=CLIENT_CONFIG),

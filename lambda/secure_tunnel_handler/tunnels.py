@@ -20,10 +20,10 @@ The permission model these calls live in (``constructs/.../handler_function.py``
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from .contract import (
     DEFAULT_LIFETIME_MINUTES,
@@ -43,9 +43,13 @@ if TYPE_CHECKING:
     from mypy_boto3_iotsecuretunneling.type_defs import (
         DestinationConfigTypeDef,
         ListTunnelsRequestTypeDef,
+        OpenTunnelRequestTypeDef,
+        OpenTunnelResponseTypeDef,
         RotateTunnelAccessTokenRequestTypeDef,
+        RotateTunnelAccessTokenResponseTypeDef,
         TagTypeDef,
         TunnelSummaryTypeDef,
+        TunnelTypeDef,
     )
 
 logger = logging.getLogger(__name__)
@@ -318,7 +322,11 @@ class TunnelService:
             request["nextToken"] = page["nextToken"]
 
     def _issued(
-        self, tunnel_id: str, arn: str, expires_at: datetime, response: Mapping[str, Any]
+        self,
+        tunnel_id: str,
+        arn: str,
+        expires_at: datetime,
+        response: OpenTunnelResponseTypeDef | RotateTunnelAccessTokenResponseTypeDef,
     ) -> IssuedTunnel:
         tokens = AccessTokens(response.get("sourceAccessToken"), response.get("destinationAccessToken"))
         REDACTOR.remember(tokens.source, tokens.destination)
@@ -330,10 +338,10 @@ def _first(tunnels: list[TunnelState]) -> TunnelState | None:
     return min(tunnels, key=lambda t: (t.created_at, t.tunnel_id), default=None)
 
 
-def _open_request(spec: TunnelSpec, owner: str, request_id: str) -> dict[str, Any]:
+def _open_request(spec: TunnelSpec, owner: str, request_id: str) -> OpenTunnelRequestTypeDef:
     own = {OWNER_TAG_KEY: owner, REQUEST_TAG_KEY: request_id, **spec.binding}
-    tags = [{"key": k, "value": v} for k, v in (*spec.tags, *own.items())]
-    request: dict[str, Any] = {
+    tags: list[TagTypeDef] = [{"key": k, "value": v} for k, v in (*spec.tags, *own.items())]
+    request: OpenTunnelRequestTypeDef = {
         "destinationConfig": _destination(spec),
         "timeoutConfig": {"maxLifetimeTimeoutMinutes": spec.max_lifetime_minutes},
         "tags": tags,
@@ -348,7 +356,7 @@ def _destination(target: TunnelSpec | TunnelState) -> DestinationConfigTypeDef:
     return {"thingName": target.thing_name, "services": list(target.services)}
 
 
-def _state(tunnel: Mapping[str, Any]) -> TunnelState:
+def _state(tunnel: TunnelTypeDef) -> TunnelState:
     destination = tunnel.get("destinationConfig", {})
     created_at = tunnel.get("createdAt") or datetime.now(UTC)
     return TunnelState(
