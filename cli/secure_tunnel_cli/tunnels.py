@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -21,7 +21,11 @@ from .token_document import Token
 
 if TYPE_CHECKING:
     from mypy_boto3_iotsecuretunneling import IoTSecureTunnelingClient
-    from mypy_boto3_iotsecuretunneling.type_defs import TunnelTypeDef
+    from mypy_boto3_iotsecuretunneling.type_defs import (
+        ListTunnelsRequestTypeDef,
+        TunnelSummaryTypeDef,
+        TunnelTypeDef,
+    )
 
 OWNER_TAG = "iot-secure-tunnel:owner"
 SOURCE_SECRET_TAG = "iot-secure-tunnel:source-secret"  # noqa: S105 - a tag key, not a secret
@@ -134,9 +138,9 @@ def check_open(client: IoTSecureTunnelingClient, token: Token) -> None:
         raise CliError(f"tunnel {token.tunnel_id} is {status}: {CLOSED_ADVICE}", EXIT_TUNNEL_CLOSED)
 
 
-def _summaries(client: IoTSecureTunnelingClient, thing: str | None) -> Iterator[Any]:
+def _summaries(client: IoTSecureTunnelingClient, thing: str | None) -> Iterator[TunnelSummaryTypeDef]:
     """Every page of ListTunnels (botocore has no paginator for it)."""
-    request: dict[str, Any] = {"maxResults": PAGE_SIZE}
+    request: ListTunnelsRequestTypeDef = {"maxResults": PAGE_SIZE}
     if thing is not None:
         request["thingName"] = thing
     while True:
