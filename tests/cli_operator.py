@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from secure_tunnel_cli.localproxy import TOKEN_VARIABLE
 from tests.conftest import assert_no_token_leaked, tunnel_id_of
 from tests.rig.harness import ADMIN_ACCESS_KEY, Handler, Rig
-from tests.rig.secrets_rotation import FUNCTION_ARN
+from tests.rig.secrets_rotation import FUNCTION_ARN, SecretsManagerRotation
 
 # The distribution's module (installed from cli/, editable): what the console script runs.
 CLI = [sys.executable, "-m", "secure_tunnel_cli"]
@@ -100,3 +101,17 @@ def configure_source_rotation(rig: Rig) -> None:
     rig.secrets.rotate_secret(
         SecretId=rig.source_secret, RotationLambdaARN=FUNCTION_ARN, RotateImmediately=False
     )
+
+
+def assert_connected_with_a_fresh_token(
+    run: Run, rig: Rig, rotation: SecretsManagerRotation, before: str
+) -> str:
+    """``connect --rotate`` ran the whole rotation and gave localproxy the new source token, which
+    the secret now holds; the token ``before`` it is revoked. Returns the new token."""
+    assert run.code == 0, run.stderr
+    assert rotation.failures == [] and [e["Step"] for e in rotation.invocations][-1] == "finishSecret"
+    assert run.localproxy is not None
+    fresh: str = run.localproxy["env"][TOKEN_VARIABLE]
+    assert fresh != before and fresh == rig.secret(rig.source_secret)["accessToken"]
+    assert rig.tunnels.is_token_valid(fresh) and not rig.tunnels.is_token_valid(before)
+    return fresh

@@ -19,26 +19,26 @@ import tomllib
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import boto3
 import pytest
 from botocore.loaders import create_loader
 
 from secure_tunnel_cli import commands, errors, localproxy
-from tests.cli_operator import Operator, configure_source_rotation, deploy
+from tests.cli_operator import (
+    Operator,
+    assert_connected_with_a_fresh_token,
+    configure_source_rotation,
+    deploy,
+)
 from tests.rig.harness import REGION, Handler, Rig
 from tests.rig.secrets_rotation import FUNCTION_ARN, SecretsManagerRotation
-
-
-def _deploy(rig: Rig, handler: Handler, **props: Any) -> str:
-    return deploy(rig, handler, **props)
 
 
 def test_connect_gives_localproxy_the_token_in_its_environment_only(
     rig: Rig, handler: Handler, operator: Operator
 ) -> None:
-    _deploy(rig, handler, DestinationConfig={"ThingName": "demo-device", "Services": ["SSH", "HTTP"]})
+    deploy(rig, handler, DestinationConfig={"ThingName": "demo-device", "Services": ["SSH", "HTTP"]})
     token = rig.secret(rig.source_secret)["accessToken"]
     run = operator.connect(
         "--secret-id", rig.source_secret, "-s", "SSH=5555", "-s", "HTTP=8080", "--", "-v", "5"
@@ -54,7 +54,7 @@ def test_connect_gives_localproxy_the_token_in_its_environment_only(
 
 
 def test_connect_by_secret_name_with_the_default_port(rig: Rig, handler: Handler, operator: Operator) -> None:
-    _deploy(rig, handler)
+    deploy(rig, handler)
     run = operator.connect("--secret-id", "tunnel/source")
 
     assert run.code == 0, run.stderr
@@ -66,18 +66,13 @@ def test_connect_by_secret_name_with_the_default_port(rig: Rig, handler: Handler
 def test_rotate_connects_with_a_fresh_token(
     rig: Rig, handler: Handler, operator: Operator, rotation: SecretsManagerRotation
 ) -> None:
-    _deploy(rig, handler)
+    deploy(rig, handler)
     configure_source_rotation(rig)
     before = rig.secret(rig.source_secret)["accessToken"]
     destination = rig.secret(rig.destination_secret)["accessToken"]
     run = operator.connect("--secret-id", rig.source_secret, "--rotate")
 
-    assert run.code == 0, run.stderr
-    assert rotation.failures == [] and [e["Step"] for e in rotation.invocations][-1] == "finishSecret"
-    assert run.localproxy is not None
-    fresh = run.localproxy["env"][localproxy.TOKEN_VARIABLE]
-    assert fresh != before and fresh == rig.secret(rig.source_secret)["accessToken"]
-    assert rig.tunnels.is_token_valid(fresh) and not rig.tunnels.is_token_valid(before)
+    fresh = assert_connected_with_a_fresh_token(run, rig, rotation, before)
     assert rig.tunnels.is_token_valid(destination), "the device keeps its token"
     # Reconnect: every --rotate gives the next token.
     again = operator.connect("--secret-id", rig.source_secret, "--rotate")
@@ -88,7 +83,7 @@ def test_rotate_connects_with_a_fresh_token(
 def test_rotate_after_a_failed_rotation_waits_for_the_retried_one(
     rig: Rig, handler: Handler, operator: Operator, rotation: SecretsManagerRotation
 ) -> None:
-    _deploy(rig, handler)
+    deploy(rig, handler)
     # A lasting denial (past the handler's patience with IAM propagation), then none.
     rig.tunnels.inject("RotateTunnelAccessToken", "AccessDeniedException", 403, times=1000)
     rig.secrets.rotate_secret(SecretId=rig.source_secret, RotationLambdaARN=FUNCTION_ARN)
@@ -107,7 +102,7 @@ def test_rotate_after_a_failed_rotation_waits_for_the_retried_one(
 def test_print_env_prints_the_export_and_the_command_and_needs_no_localproxy(
     rig: Rig, handler: Handler, operator: Operator
 ) -> None:
-    _deploy(rig, handler)
+    deploy(rig, handler)
     token = rig.secret(rig.source_secret)["accessToken"]
     run = operator.connect(
         "--secret-id", rig.source_secret, "-s", "5555", "--print-env", localproxy_on_path=False
@@ -124,7 +119,7 @@ def test_print_env_prints_the_export_and_the_command_and_needs_no_localproxy(
 def test_missing_localproxy_fails_before_anything_is_rotated(
     rig: Rig, handler: Handler, operator: Operator, rotation: SecretsManagerRotation
 ) -> None:
-    _deploy(rig, handler)
+    deploy(rig, handler)
     configure_source_rotation(rig)
     run = operator.connect("--secret-id", rig.source_secret, "--rotate", localproxy_on_path=False)
 
@@ -160,7 +155,7 @@ def _close(rig: Rig, tunnel_id: str, how: str) -> None:
 def test_a_closed_tunnel_fails_with_what_to_do(
     rig: Rig, handler: Handler, operator: Operator, how: str, says: str
 ) -> None:
-    tunnel_id = _deploy(rig, handler)
+    tunnel_id = deploy(rig, handler)
     _close(rig, tunnel_id, how)
     run = operator.connect("--secret-id", rig.source_secret, "--rotate")
 
@@ -177,7 +172,7 @@ def test_a_secret_without_a_token_yet(rig: Rig, operator: Operator) -> None:
 
 
 def test_the_destination_secret_is_refused(rig: Rig, handler: Handler, operator: Operator) -> None:
-    _deploy(rig, handler)
+    deploy(rig, handler)
     run = operator.connect("--secret-id", rig.destination_secret)
 
     assert run.code == errors.EXIT_USAGE and "holds the destination token" in run.error
@@ -194,14 +189,14 @@ def test_the_destination_secret_is_refused(rig: Rig, handler: Handler, operator:
 def test_a_bad_port_mapping_is_refused(
     rig: Rig, handler: Handler, operator: Operator, mapping: str, says: str
 ) -> None:
-    _deploy(rig, handler)
+    deploy(rig, handler)
     run = operator.connect("--secret-id", rig.source_secret, "-s", mapping)
 
     assert run.code == errors.EXIT_USAGE and says in run.error and run.localproxy is None
 
 
 def test_a_multi_service_tunnel_needs_a_mapping(rig: Rig, handler: Handler, operator: Operator) -> None:
-    _deploy(rig, handler, DestinationConfig={"ThingName": "demo-device", "Services": ["SSH", "HTTP"]})
+    deploy(rig, handler, DestinationConfig={"ThingName": "demo-device", "Services": ["SSH", "HTTP"]})
     run = operator.connect("--secret-id", rig.source_secret)
 
     assert run.code == errors.EXIT_USAGE and "-s SSH=5555,HTTP=5556" in run.error
@@ -216,7 +211,7 @@ def test_an_unknown_secret(operator: Operator) -> None:
 def test_a_rotation_that_does_not_finish_times_out_and_says_where_to_look(
     rig: Rig, handler: Handler, operator: Operator, rotation: SecretsManagerRotation
 ) -> None:
-    _deploy(rig, handler)
+    deploy(rig, handler)
     configure_source_rotation(rig)
     rig.tunnels.inject("RotateTunnelAccessToken", "AccessDeniedException", 403, times=1000)
     run = operator.connect("--secret-id", rig.source_secret, "--rotate", "--rotate-timeout", "1")

@@ -15,7 +15,12 @@ import pytest
 
 from secure_tunnel_cli import errors, localproxy, token_document, tunnels
 from secure_tunnel_handler.properties import canonical_secret_arn
-from tests.cli_operator import Operator, configure_source_rotation, deploy
+from tests.cli_operator import (
+    Operator,
+    assert_connected_with_a_fresh_token,
+    configure_source_rotation,
+    deploy,
+)
 from tests.conftest import assert_no_token_leaked
 from tests.rig.harness import ACCOUNT, REGION, SECRET_DOCUMENT_FIELDS, THING, Handler, Rig
 from tests.rig.secrets_rotation import SecretsManagerRotation
@@ -111,12 +116,7 @@ def test_connect_by_thing_with_rotate_connects_with_a_fresh_token(
     # RotateSecret and GetSecretValue with the binding tag's partial ARN (no random suffix).
     run = operator.connect("--thing", THING, "--rotate")
 
-    assert run.code == 0, run.stderr
-    assert rotation.failures == [] and [e["Step"] for e in rotation.invocations][-1] == "finishSecret"
-    assert run.localproxy is not None
-    fresh = run.localproxy["env"][localproxy.TOKEN_VARIABLE]
-    assert fresh != before and fresh == rig.secret(rig.source_secret)["accessToken"]
-    assert rig.tunnels.is_token_valid(fresh) and not rig.tunnels.is_token_valid(before)
+    assert_connected_with_a_fresh_token(run, rig, rotation, before)
 
 
 def test_connect_by_thing_with_several_tunnels_lists_them_to_choose_from(
