@@ -12,9 +12,10 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from bench import cold_start, events, scale
 from bench.iam import MANAGED_POLICIES_PER_ROLE, MANAGED_POLICY_LIMIT, MAX_RESOURCES, ROLE_INLINE_LIMIT
@@ -200,6 +201,38 @@ def asset_figures(results: scale.ScaleResults) -> list[Figure]:
     ]
 
 
+#: A measured value: seconds or bytes.
+_Value = TypeVar("_Value", int, float)
+
+
+def _against_one_tunnel(
+    group: str,
+    label: str,
+    results: scale.ScaleResults,
+    measure: Callable[[int], _Value],
+    *,
+    show: Callable[[_Value], str],
+    target: str,
+) -> list[Figure]:
+    """One row per tunnel count above 1, each measured against the 1-tunnel stack."""
+    base = measure(1)
+    figures = []
+    for count in results.counts[1:]:
+        value = measure(count)
+        figures.append(
+            Figure(
+                group,
+                f"{label}, {count} tunnels",
+                show(value),
+                f"1 tunnel: {show(base)}",
+                _ratio(value, base),
+                target,
+                None,
+            )
+        )
+    return figures
+
+
 def scale_figures(results: scale.ScaleResults) -> list[Figure]:
     """Scale rows."""
     group = "Scale: N SecureTunnels in one stack"
@@ -219,34 +252,17 @@ def scale_figures(results: scale.ScaleResults) -> list[Figure]:
                 _ratio(value, base) <= SYNTH_TARGET if is_target else None,
             )
         )
-    in_base = results.in_process(1)
-    for count in results.counts[1:]:
-        value = results.in_process(count)
-        figures.append(
-            Figure(
-                group,
-                f"In-process synth (jsii started), {count} tunnels",
-                f"{value:.2f} s",
-                f"1 tunnel: {in_base:.2f} s",
-                _ratio(value, in_base),
-                "for the record",
-                None,
-            )
-        )
-    size_base = results.template_bytes(1)
-    for count in results.counts[1:]:
-        value = results.template_bytes(count)
-        figures.append(
-            Figure(
-                group,
-                f"Template size, {count} tunnels",
-                kib(value),
-                f"1 tunnel: {kib(size_base)}",
-                _ratio(value, size_base),
-                "",
-                None,
-            )
-        )
+    figures += _against_one_tunnel(
+        group,
+        "In-process synth (jsii started)",
+        results,
+        results.in_process,
+        show=lambda seconds: f"{seconds:.2f} s",
+        target="for the record",
+    )
+    figures += _against_one_tunnel(
+        group, "Template size", results, results.template_bytes, show=kib, target=""
+    )
     biggest = max(results.counts)
     functions = results.functions(biggest)
     figures.append(
