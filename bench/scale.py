@@ -14,14 +14,12 @@ in-process synths (see ``bench/iam.py``).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +29,11 @@ from bench.iam import MAX_RESOURCES, PolicyFit, policy_fit, resource_count, reso
 from bench.report import REPO_ROOT, median
 from bench.scale_app import STACK_NAME, TUNNELS_CONTEXT
 from tests.cdk_helpers import CDK_CLI, tool_environment
+from tools.handler_zip import asset_files, write_zip
 
 Json = dict[str, Any]
 OVERFLOW_POLICY = "AWS::IAM::ManagedPolicy"
 FUNCTION = "AWS::Lambda::Function"
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 @dataclass
@@ -104,18 +102,12 @@ def _last_error(output: str) -> str:
 
 
 def zipped_size(folder: Path) -> tuple[int, int, int]:
-    """(zip bytes, unzipped bytes, files) of ``folder``, zipped as a deployment package."""
-    buffer = io.BytesIO()
-    total = files = 0
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            data = path.read_bytes()
-            info = zipfile.ZipInfo(str(path.relative_to(folder)), date_time=_ZIP_DATE)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, data)
-            total += len(data)
-            files += 1
-    return len(buffer.getvalue()), total, files
+    """(zip bytes, unzipped bytes, files) of ``folder``, zipped as ``make dist`` releases it."""
+    files = [folder / name for name in asset_files(folder)]
+    with tempfile.TemporaryDirectory() as workdir:
+        package = Path(workdir) / "handler.zip"
+        write_zip(folder, package)
+        return package.stat().st_size, sum(f.stat().st_size for f in files), len(files)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ import json
 import shutil
 import sys
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from aws_cdk import cx_api
 from cdk_nag import AwsSolutionsChecks
 
 from cdk_iot_secure_tunnel.provider_stack import SecureTunnelProviderStack
+from tools.handler_zip import write_zip
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = REPO_ROOT / "dist"
@@ -44,12 +44,6 @@ CHECKSUMS_NAME = "SHA256SUMS"
 ASSET_STACK = "IoTSecureTunnelProvider"
 #: The standalone provider stack: its template is the release's template.
 STANDALONE_STACK = "IoTSecureTunnelProviderStandalone"
-#: Every entry's timestamp (the earliest a zip can hold) and permissions (rw-r--r--, which Lambda
-#: needs: read for all users).
-ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
-ZIP_FILE_MODE = 0o100644
-ZIP_UNIX = 3
-ZIP_LEVEL = 9
 
 
 @dataclass(frozen=True)
@@ -108,22 +102,6 @@ def function_asset(outdir: Path, stack: str) -> tuple[str, Path]:
     files = manifest["files"].items()
     ((asset_hash, source),) = [(h, a["source"]) for h, a in files if a["source"]["packaging"] == "zip"]
     return asset_hash, outdir / source["path"]
-
-
-def asset_files(directory: Path) -> list[str]:
-    """Every file under ``directory``, as sorted POSIX paths relative to it."""
-    return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
-
-
-def write_zip(directory: Path, target: Path) -> None:
-    """Zip the files of ``directory`` into ``target``: the same bytes from the same files."""
-    with zipfile.ZipFile(target, "w") as archive:
-        for name in asset_files(directory):
-            info = zipfile.ZipInfo(name, date_time=ZIP_TIMESTAMP)
-            info.create_system = ZIP_UNIX
-            info.external_attr = ZIP_FILE_MODE << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, (directory / name).read_bytes(), compresslevel=ZIP_LEVEL)
 
 
 def sha256(path: Path) -> str:
